@@ -1,0 +1,54 @@
+"""Backend registry: entry points of group ``jupyter_cake.backends``, loaded on first use."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from jupyter_cake.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from jupyter_cake.backends.base import Backend
+
+ENTRY_POINT_GROUP = "jupyter_cake.backends"
+
+# Backends that are part of Cake's plan but not in this build, and the extra that will bring them.
+_PLANNED = {
+    "slurm": ("the direct Slurm backend", "jupyter-cake"),
+    "kubernetes": ("the Kubernetes backend", "jupyter-cake[k8s]"),
+    "sky": ("the SkyPilot backend", "jupyter-cake[sky]"),
+}
+
+
+def available_backends() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+@cache
+def get_backend(name: str) -> Backend:
+    from importlib.metadata import entry_points
+
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not matches:
+        have = ", ".join(available_backends()) or "none"
+        if name in _PLANNED:
+            what, extra = _PLANNED[name]
+            raise BackendUnavailable(
+                f"This target needs {what}, which is not available in this version of jupyter-cake yet "
+                f"(installed backends: {have}). Upgrade with `pip install -U '{extra}'`, or use the 'local' target."
+            )
+        raise BackendUnavailable(
+            f"No backend named {name!r} is installed (installed backends: {have}). "
+            f"Install the package that provides it, or pick another target."
+        )
+    try:
+        backend_cls = matches[0].load()
+    except ImportError as exc:
+        extra = _PLANNED.get(name, ("", "jupyter-cake"))[1]
+        raise BackendUnavailable(
+            f"The {name!r} backend could not be imported ({exc}). Install its extra: `pip install '{extra}'`."
+        ) from exc
+    backend: Backend = backend_cls()
+    return backend

@@ -1,0 +1,108 @@
+"""The backend interface: the seam between the session engine and the places code runs.
+
+A backend turns a Target into a running nanny and gives the engine local endpoints to reach it:
+
+    allocate(target) -> Allocation        hold resources (a subprocess slot, a Slurm job, a pod, a cluster)
+    start_nanny(allocation) -> NannyInfo  start the nanny inside it; it reports the kernel's connection info
+    open_channel(allocation, info)        local endpoints (tunnels where needed) for the Jupyter protocol
+    status / logs / cancel / release      lifecycle
+    price_per_hour(target)                where a catalog knows it
+
+Backends are registered under the entry point group ``jupyter_cake.backends`` so third parties can add
+their own; ``jupyter_cake.backends.get_backend`` loads them lazily.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jupyter_cake.targets import Target
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Allocation:
+    """What a backend holds for one session; ``data`` is JSON-serialisable and kept in the store."""
+
+    backend: str
+    session_dir: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NannyInfo:
+    """What the nanny reported: the kernel's connection info (with the key) and its own control port."""
+
+    connection: dict[str, Any]
+    nanny_port: int
+    pid: int
+    kernel_pid: int
+    host: str = ""
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> NannyInfo:
+        return cls(
+            connection=dict(report["connection"]),
+            nanny_port=int(report["nanny_port"]),
+            pid=int(report["pid"]),
+            kernel_pid=int(report["kernel_pid"]),
+            host=str(report.get("host", "")),
+        )
+
+    def to_report(self) -> dict[str, Any]:
+        return {
+            "connection": self.connection,
+            "nanny_port": self.nanny_port,
+            "pid": self.pid,
+            "kernel_pid": self.kernel_pid,
+            "host": self.host,
+        }
+
+
+@dataclass
+class Channel:
+    """Local endpoints: ``connection`` is a Jupyter connection dict whose ip/ports are reachable here."""
+
+    connection: dict[str, Any]
+    nanny_url: str
+
+    def close(self) -> None:
+        """Tear down tunnels, if the backend opened any."""
+
+
+class Backend(abc.ABC):
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation: ...
+
+    @abc.abstractmethod
+    def start_nanny(
+        self, allocation: Allocation, target: Target, progress: Progress, timeout: float
+    ) -> NannyInfo: ...
+
+    @abc.abstractmethod
+    def open_channel(self, allocation: Allocation, info: NannyInfo) -> Channel: ...
+
+    @abc.abstractmethod
+    def status(self, allocation: Allocation) -> str:
+        """One of: pending, running, stopped."""
+
+    @abc.abstractmethod
+    def logs(self, allocation: Allocation) -> str: ...
+
+    @abc.abstractmethod
+    def release(self, allocation: Allocation) -> None:
+        """Free everything the allocation holds; safe to call twice."""
+
+    def cancel(self, allocation: Allocation) -> None:
+        """Give up an allocation that is still pending; by default the same as release."""
+        self.release(allocation)
+
+    def price_per_hour(self, target: Target) -> float | None:
+        return None

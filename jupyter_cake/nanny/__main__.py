@@ -1,0 +1,4 @@
+from jupyter_cake.nanny.nanny import main
+
+if __name__ == "__main__":
+    main()

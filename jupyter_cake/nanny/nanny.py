@@ -1,0 +1,250 @@
+"""The nanny process: start the kernel, report where it listens, journal its output, watch for idleness.
+
+Started by a backend inside the allocation (a local subprocess, a Slurm step, a pod...)::
+
+    python -m jupyter_cake.nanny --session-dir DIR [--response-address HOST:PORT] [--idle-minutes M]
+
+Start-up order is chosen for latency: the kernel process is spawned first, with only the standard
+library imported, and the nanny imports pyzmq / jupyter_client while the kernel boots on another core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cake.nanny")
+
+# Requests that only look at the session don't keep it alive; everything else a client asks does.
+PASSIVE_OPS = frozenset({"ping", "runs"})
+RESPONSE_TOKEN_ENV = "CAKE_RESPONSE_TOKEN"  # passed in the environment, not argv, so `ps` can't see it
+
+
+def _free_ports(ip: str, count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((ip, 0))
+        sockets.append(sock)
+    ports = [s.getsockname()[1] for s in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON readable by the owner only (it may hold the session key)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jupyter_cake.nanny", description=__doc__)
+    parser.add_argument("--session-dir", required=True, type=Path)
+    parser.add_argument("--response-address", help="HOST:PORT to send the connection info to")
+    parser.add_argument("--idle-minutes", type=float, default=0.0, help="release after this long idle (0: never)")
+    parser.add_argument("--ip", default="127.0.0.1", help="interface the kernel and nanny listen on")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the kernel")
+    parser.add_argument("--workdir", default=None, help="kernel working directory")
+    parser.add_argument("--release-command", default=None, help="JSON argv run on exit to free the allocation")
+    return parser.parse_args(argv)
+
+
+class Nanny:
+    def __init__(self, args: argparse.Namespace, conn: dict[str, Any], kernel: subprocess.Popen[bytes]) -> None:
+        import zmq
+        from jupyter_client.session import Session
+
+        from jupyter_cake.nanny.journal import Journal
+
+        self.args = args
+        self.conn = conn
+        self.kernel = kernel
+        self.session_dir: Path = args.session_dir
+        self.session = Session(key=conn["key"].encode(), signature_scheme=conn["signature_scheme"])
+        self.journal = Journal(self.session_dir)
+        self.ctx = zmq.Context()
+        self.iopub = self.ctx.socket(zmq.SUB)
+        # Subscribe by topic prefix so comm traffic (variables pushed/pulled, possibly gigabytes) is
+        # filtered at the kernel's PUB socket and never reaches this process. See ipykernel's topics:
+        # "stream.<name>", "display_data", "kernel.<id>.<type>", "execute_result", "error".
+        for topic in (b"stream.", b"display_data", b"kernel.", b"execute_result", b"error"):
+            self.iopub.setsockopt(zmq.SUBSCRIBE, topic)
+        self.iopub.connect(f"tcp://{conn['ip']}:{conn['iopub_port']}")
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.port = self.control.bind_to_random_port(f"tcp://{args.ip}")
+        self.poller = zmq.Poller()
+        self.poller.register(self.iopub, zmq.POLLIN)
+        self.poller.register(self.control, zmq.POLLIN)
+        self.started = time.time()
+        self.last_activity = time.time()
+        self.kernel_busy = False
+        self.stopping: str | None = None
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {
+            "connection": self.conn,
+            "nanny_port": self.port,
+            "pid": os.getpid(),
+            "kernel_pid": self.kernel.pid,
+            "host": socket.gethostname(),
+            "started": self.started,
+        }
+
+    def report(self) -> None:
+        info = self.info()
+        _write_private(self.session_dir / "nanny.json", info)
+        self._write_state("running")
+        if self.args.response_address:
+            host, _, port = self.args.response_address.rpartition(":")
+            payload = dict(info, token=os.environ.get(RESPONSE_TOKEN_ENV, ""))
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(json.dumps(payload).encode() + b"\n")
+
+    def _write_state(self, state: str, reason: str | None = None) -> None:
+        _write_private(
+            self.session_dir / "state.json",
+            {"state": state, "reason": reason, "pid": os.getpid(), "time": time.time()},
+        )
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def idle_seconds(self) -> float:
+        return 0.0 if self.kernel_busy else time.time() - self.last_activity
+
+    def serve(self) -> None:
+        idle_limit = self.args.idle_minutes * 60
+        tick_ms = int(min(1000, max(50, idle_limit * 1000 / 20))) if idle_limit else 1000
+        while self.stopping is None:
+            for sock, _ in self.poller.poll(tick_ms):
+                if sock is self.iopub:
+                    self._on_iopub()
+                else:
+                    self._on_control()
+            if self.kernel.poll() is not None and self.stopping is None:
+                self.stopping = f"kernel exited with code {self.kernel.returncode}"
+            elif idle_limit and self.idle_seconds() > idle_limit:
+                self.stopping = f"idle for {self.args.idle_minutes:g} minutes"
+        self.shutdown(self.stopping)
+
+    def _on_iopub(self) -> None:
+        idents, frames = self.session.feed_identities(self.iopub.recv_multipart())
+        msg = self.session.deserialize(frames, content=True)
+        if msg["header"]["msg_type"] == "status":
+            state = msg["content"].get("execution_state")
+            self.kernel_busy = state == "busy"
+            self.last_activity = time.time()
+        self.journal.record(msg)
+
+    def _on_control(self) -> None:
+        idents, frames = self.session.feed_identities(self.control.recv_multipart())
+        try:
+            request = self.session.deserialize(frames, content=True)
+        except Exception:  # noqa: BLE001 - unsigned or malformed: drop it, never answer strangers
+            log.warning("dropped an unsigned or malformed control message")
+            return
+        op = request["content"].get("op")
+        if op not in PASSIVE_OPS:
+            self.last_activity = time.time()
+        try:
+            reply = self._dispatch(op, request["content"])
+        except Exception as exc:  # noqa: BLE001 - the client shows it
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        self.session.send(self.control, "cake_reply", reply, parent=request, ident=idents)
+
+    def _dispatch(self, op: str | None, content: dict[str, Any]) -> dict[str, Any]:
+        from jupyter_cake.nanny.journal import read_entries
+
+        if op == "ping":
+            return {
+                "ok": True,
+                "state": "busy" if self.kernel_busy else "idle",
+                "idle_seconds": self.idle_seconds(),
+                "idle_minutes": self.args.idle_minutes,
+                "active_runs": self.journal.active(),
+                **self.info(),
+                "connection": None,
+            }
+        if op == "runs":
+            return {"ok": True, "runs": {k: vars(v) for k, v in self.journal.runs.items()}}
+        if op == "journal":
+            run_id = str(content["run_id"])
+            entries = read_entries(self.journal.dir, run_id, int(content.get("since", 0)))
+            run = self.journal.runs.get(run_id)
+            return {"ok": True, "entries": entries, "run": vars(run) if run else None}
+        if op == "interrupt":
+            os.kill(self.kernel.pid, signal.SIGINT)
+            return {"ok": True}
+        if op == "shutdown":
+            self.stopping = str(content.get("reason") or "shut down by the user")
+            return {"ok": True}
+        raise ValueError(f"unknown op {op!r}")
+
+    def shutdown(self, reason: str) -> None:
+        log.info("stopping: %s", reason)
+        if self.kernel.poll() is None:
+            self.kernel.terminate()
+            try:
+                self.kernel.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kernel.kill()
+                self.kernel.wait()
+        self.journal.close()
+        self._write_state("stopped", reason)
+        if self.args.release_command:
+            subprocess.run(json.loads(self.args.release_command), check=False)
+        self.ctx.destroy(linger=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s cake-nanny %(levelname)s %(message)s")
+    args.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ports = _free_ports(args.ip, 5)
+    conn = {
+        "ip": args.ip,
+        "transport": "tcp",
+        "shell_port": ports[0],
+        "iopub_port": ports[1],
+        "stdin_port": ports[2],
+        "control_port": ports[3],
+        "hb_port": ports[4],
+        "key": secrets.token_hex(32),
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": "cake",
+    }
+    connection_file = args.session_dir / "kernel.json"
+    _write_private(connection_file, conn)
+    env = dict(os.environ, JPY_PARENT_PID=str(os.getpid()))  # kernel exits if the nanny dies
+    env.pop(RESPONSE_TOKEN_ENV, None)
+    kernel_log = open(args.session_dir / "kernel.log", "ab")  # noqa: SIM115 - inherited by the kernel
+    kernel = subprocess.Popen(
+        [args.python, "-m", "jupyter_cake.nanny.kernel", "-f", str(connection_file)],
+        env=env,
+        cwd=args.workdir or None,
+        stdin=subprocess.DEVNULL,
+        stdout=kernel_log,
+        stderr=subprocess.STDOUT,
+    )
+    nanny = Nanny(args, conn, kernel)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(nanny, "stopping", "terminated (SIGTERM)"))
+    try:
+        nanny.report()
+    except OSError as exc:
+        nanny.shutdown(f"could not report to {args.response_address}: {exc}")
+        sys.exit(f"cake-nanny: could not report to {args.response_address}: {exc}")
+    nanny.serve()

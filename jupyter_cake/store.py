@@ -1,0 +1,282 @@
+"""SQLite store shared by the magics, the CLI and the server extension.
+
+One file, ``<jupyter data dir>/cake/cake.db``, in WAL mode so readers never block the writer and several
+processes (notebook kernels, ``cake`` CLI, Jupyter server) can use it at once. Each process opens its
+own connection; every write is one short transaction with a busy timeout.
+
+Secrets never go in here: a session row points at its session directory, where the connection file
+with the key lives with mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates from version i to i+1; append, never edit a shipped one.
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE sessions (
+        id             TEXT PRIMARY KEY,
+        name           TEXT NOT NULL,
+        owner          TEXT NOT NULL DEFAULT '',
+        target         TEXT NOT NULL,          -- Target.canonical()
+        target_json    TEXT NOT NULL,
+        backend        TEXT NOT NULL,
+        state          TEXT NOT NULL,          -- starting | running | stopped | failed
+        reason         TEXT,
+        session_dir    TEXT NOT NULL,
+        allocation     TEXT NOT NULL DEFAULT '{}',
+        price_per_hour REAL,
+        idle_minutes   REAL,
+        created        REAL NOT NULL,
+        updated        REAL NOT NULL
+    );
+    CREATE INDEX sessions_by_name ON sessions(name, owner, state);
+    CREATE TABLE runs (
+        id          TEXT PRIMARY KEY,
+        session_id  TEXT NOT NULL REFERENCES sessions(id),
+        kind        TEXT NOT NULL DEFAULT 'cell',
+        code        TEXT NOT NULL DEFAULT '',
+        source      TEXT NOT NULL DEFAULT '',  -- notebook path / script the run came from
+        state       TEXT NOT NULL,             -- queued | running | ok | error | aborted | lost
+        detached    INTEGER NOT NULL DEFAULT 0,
+        error       TEXT,
+        created     REAL NOT NULL,
+        started     REAL,
+        ended       REAL
+    );
+    CREATE INDEX runs_by_session ON runs(session_id, created);
+    CREATE INDEX runs_by_created ON runs(created);
+    """,
+)
+
+LIVE_SESSION_STATES = ("starting", "running")
+FINAL_RUN_STATES = ("ok", "error", "aborted", "lost")
+
+
+def default_path() -> Path:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(os.environ.get("CAKE_DATA_DIR") or Path(jupyter_data_dir()) / "cake") / "cake.db"
+
+
+@dataclass
+class SessionRow:
+    id: str
+    name: str
+    owner: str
+    target: str
+    target_json: str
+    backend: str
+    state: str
+    session_dir: str
+    created: float
+    updated: float
+    reason: str | None = None
+    allocation: str = "{}"
+    price_per_hour: float | None = None
+    idle_minutes: float | None = None
+
+    @property
+    def allocation_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.allocation or "{}")
+        return data
+
+
+@dataclass
+class RunRow:
+    id: str
+    session_id: str
+    state: str
+    created: float
+    kind: str = "cell"
+    code: str = ""
+    source: str = ""
+    detached: int = 0
+    error: str | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or time.time()) - self.started
+
+
+def _columns(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+class Store:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connection handling ----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode, and skips an fsync per commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row["value"]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer jupyter-cake (schema {version} > {SCHEMA_VERSION}); "
+                    "upgrade jupyter-cake, or set CAKE_DATA_DIR to use a separate store."
+                )
+            for script in MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    # -- sessions -----------------------------------------------------------------------------------
+    def add_session(self, row: SessionRow) -> None:
+        cols = _columns(SessionRow)
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO sessions({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
+                [getattr(row, c) for c in cols],
+            )
+
+    def update_session(self, session_id: str, **changes: Any) -> None:
+        changes["updated"] = time.time()
+        self._update("sessions", session_id, changes, _columns(SessionRow))
+
+    def session(self, session_id: str) -> SessionRow | None:
+        row = self._conn().execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+        return SessionRow(**dict(row)) if row else None
+
+    def find_session(self, prefix_or_name: str) -> list[SessionRow]:
+        """Sessions whose id starts with, or whose name equals, the given text (newest first)."""
+        rows = self._conn().execute(
+            r"SELECT * FROM sessions WHERE id LIKE ? ESCAPE '\' OR name=? ORDER BY created DESC",
+            (_like_prefix(prefix_or_name), prefix_or_name),
+        )
+        return [SessionRow(**dict(r)) for r in rows]
+
+    def live_session(self, name: str, owner: str) -> SessionRow | None:
+        row = self._conn().execute(
+            "SELECT * FROM sessions WHERE name=? AND owner=? AND state IN ('starting','running') "
+            "ORDER BY created DESC LIMIT 1",
+            (name, owner),
+        ).fetchone()
+        return SessionRow(**dict(row)) if row else None
+
+    def sessions(self, live_only: bool = False) -> list[SessionRow]:
+        where = "WHERE state IN ('starting','running')" if live_only else ""
+        rows = self._conn().execute(f"SELECT * FROM sessions {where} ORDER BY created DESC")
+        return [SessionRow(**dict(r)) for r in rows]
+
+    # -- runs ---------------------------------------------------------------------------------------
+    def add_run(self, row: RunRow) -> None:
+        cols = _columns(RunRow)
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO runs({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
+                [getattr(row, c) for c in cols],
+            )
+
+    def update_run(self, run_id: str, **changes: Any) -> None:
+        self._update("runs", run_id, changes, _columns(RunRow))
+
+    def run(self, run_id: str) -> RunRow | None:
+        row = self._conn().execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return RunRow(**dict(row)) if row else None
+
+    def find_runs(self, prefix: str) -> list[RunRow]:
+        rows = self._conn().execute(
+            r"SELECT * FROM runs WHERE id LIKE ? ESCAPE '\' ORDER BY created DESC",
+            (_like_prefix(prefix),),
+        )
+        return [RunRow(**dict(r)) for r in rows]
+
+    def runs(
+        self, session_id: str | None = None, states: Sequence[str] = (), limit: int = 50, offset: int = 0
+    ) -> list[RunRow]:
+        clauses, params = [], []
+        if session_id:
+            clauses.append("session_id=?")
+            params.append(session_id)
+        if states:
+            clauses.append(f"state IN ({', '.join('?' * len(states))})")
+            params.extend(states)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn().execute(
+            f"SELECT * FROM runs {where} ORDER BY created DESC LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
+        return [RunRow(**dict(r)) for r in rows]
+
+    def _update(self, table: str, key: str, changes: dict[str, Any], allowed: list[str]) -> None:
+        unknown = set(changes) - set(allowed)
+        if unknown:
+            raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{c}=?" for c in changes)
+        with self._write() as conn:
+            conn.execute(f"UPDATE {table} SET {assignments} WHERE id=?", [*changes.values(), key])
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching values that start with ``text`` literally (ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def new_id(prefix: str) -> str:
+    import secrets
+
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+def private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def sessions_root(store: Store) -> Path:
+    return private_dir(store.path.parent / "sessions")
+
