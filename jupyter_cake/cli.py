@@ -98,3 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"cake: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

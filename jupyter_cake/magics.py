@@ -25,6 +25,7 @@ from jupyter_cake.targets import Target, resolve_target
 
 INTERRUPT_GRACE_S = 5.0  # after an interrupt, how long to wait for the remote cell to stop
 POLL_S = 0.05
+LIVENESS_CHECK_S = 2.0
 
 HELP = __doc__ + """
 Targets use SkyPilot's infra syntax (local, slurm/<cluster>/<partition>, k8s/<context>, aws/<region>, ...)
@@ -167,10 +168,21 @@ class CakeMagics(Magics):
     ) -> Any:  # fmt: skip
         """Relay outputs until the run ends; Ctrl-C (the notebook's stop button) interrupts the remote
         cell and keeps relaying so its traceback and last outputs still arrive."""
+        try:
+            return self._relay_until_done(handle, future, sink, relay, timeout, run_id)
+        except BaseException:
+            future.cancel()  # stop waiting on the engine loop too
+            raise
+
+    def _relay_until_done(
+        self, handle: Handle, future: Any, sink: queue.SimpleQueue[Any], relay: Relay, timeout: float | None,
+        run_id: str,
+    ) -> Any:  # fmt: skip
         self._interrupted = False
         deadline = time.monotonic() + timeout if timeout else None
         give_up: float | None = None
         timed_out = False
+        last_check = time.monotonic()
         finished = object()
         future.add_done_callback(lambda _: sink.put(finished))  # wakes the loop the moment the run ends
         while True:
@@ -198,6 +210,9 @@ class CakeMagics(Magics):
                         relay(item)
                 break
             now = time.monotonic()
+            if now - last_check > LIVENESS_CHECK_S:
+                last_check = now
+                handle.ensure_alive()  # the session may end under a running cell (allocation lost)
             if deadline is not None and now > deadline and not timed_out:
                 timed_out = True
                 handle.interrupt()

@@ -24,6 +24,8 @@ from jupyter_cake.targets import Target
 
 START_TIMEOUT_S = 120.0
 REATTACH_TIMEOUT_S = 10.0
+LIVENESS_PING_AFTER_S = 1.0  # a session silent for longer is pinged before a run is sent to it
+LIVENESS_TIMEOUT_S = 3.0
 CONNECTION_FILE = "connection.json"  # NannyInfo incl. the session key: mode 0600, never in the store
 
 
@@ -53,8 +55,18 @@ class Handle:
     def id(self) -> str:
         return self.row.id
 
+    def ensure_alive(self, force: bool = False) -> None:
+        """Raise SessionGone (with the nanny's reason) instead of sending work into the void."""
+        if not force and time.monotonic() - self.remote.last_seen < LIVENESS_PING_AFTER_S:
+            return
+        try:
+            self.nanny("ping", timeout=LIVENESS_TIMEOUT_S)
+        except SessionGone:
+            raise self.cake.gone(self.row) from None
+
     def start_run(self, code: str, sink: Sink | None, detach: bool = False, source: str = "") -> tuple[str, Any]:
         """Record and send a run; returns (run id, concurrent future of its Outcome or None)."""
+        self.ensure_alive()
         run_id = new_id("r-")
         now = time.time()
         self.cake.store.add_run(
@@ -137,7 +149,8 @@ class Cake:
             allocation = backend.allocate(target, session_dir, progress)
             self.store.update_session(session_id, allocation=json.dumps(allocation.data))
             info = backend.start_nanny(allocation, target, progress, timeout)
-            self.store.update_session(session_id, allocation=json.dumps(allocation.data))
+            row.allocation = json.dumps(allocation.data)
+            self.store.update_session(session_id, allocation=row.allocation)
             _write_private_json(session_dir / CONNECTION_FILE, info.to_report())
             handle = self._open(row, target, backend, allocation, info, timeout)
         except BaseException as exc:
@@ -183,6 +196,9 @@ class Cake:
 
     def mark_stopped(self, row: SessionRow, reason: str | None = None) -> None:
         """Record that a session ended, with the nanny's own reason when it left one."""
+        stored = self.store.session(row.id)
+        if reason is None and stored is not None and stored.state in ("stopped", "failed"):
+            return  # already recorded, with the better-informed reason
         state_file = Path(row.session_dir) / "state.json"
         if reason is None and state_file.exists():
             try:
@@ -194,6 +210,15 @@ class Cake:
         handle = self._handles.pop(row.id, None)
         if handle is not None:
             handle.close()
+
+    def gone(self, row: SessionRow) -> SessionGone:
+        """Record that ``row`` ended and build the error that tells the user why and what to do."""
+        self.mark_stopped(row)
+        fresh = self.store.session(row.id) or row
+        return SessionGone(
+            f"Session {row.id} ({row.name}) has stopped: {fresh.reason}. "
+            f"Start a new one with `%cake use {row.target}`; `%cake runs` keeps the old runs' output."
+        )
 
     def _close_runs(self, row: SessionRow) -> None:
         """Settle runs the store still thinks are running, from the journal index the nanny left."""
@@ -224,13 +249,19 @@ class Cake:
                 self.store.update_run(run.id, state=record["state"], error=record.get("error"), ended=record.get("ended"))
         return ping
 
-    def down(self, row: SessionRow) -> None:
+    def down(self, row: SessionRow, reason: str = "stopped by the user (cake down)") -> None:
+        row = self.store.session(row.id) or row  # the caller's copy may predate the allocation details
         backend = get_backend(row.backend)
         handle = self._handles.pop(row.id, None)
         if handle is not None:
+            # Ask the nanny first, so its own record says why it stopped; release frees the rest.
+            try:
+                handle.nanny("shutdown", reason=reason, timeout=LIVENESS_TIMEOUT_S)
+            except CakeError:
+                pass
             handle.close()
         backend.release(Allocation(row.backend, Path(row.session_dir), row.allocation_data))
-        self.mark_stopped(row, reason="stopped by the user (cake down)")
+        self.mark_stopped(row, reason=reason)
 
     # -- lookups ------------------------------------------------------------------------------------------
     def find_session(self, ref: str) -> SessionRow:

@@ -76,6 +76,7 @@ class RemoteSession:
         self._tasks: list[asyncio.Task[None]] = []
         self._nanny_lock = asyncio.Lock()
         self._iopub_seen = asyncio.Event()
+        self.last_seen = time.monotonic()  # last time the kernel or nanny said anything
 
     # -- connection ---------------------------------------------------------------------------------
     async def connect(self, timeout: float = 30.0) -> None:
@@ -136,6 +137,7 @@ class RemoteSession:
             _, frames = self.session.feed_identities(frames, copy=False)
             msg = self.session.deserialize(frames, content=True, copy=False)
             self._iopub_seen.set()
+            self.last_seen = time.monotonic()
             msg_type = msg["header"]["msg_type"]
             if msg_type == "comm_msg":
                 waiter = self._comms.pop(msg["content"].get("comm_id", ""), None)
@@ -172,6 +174,7 @@ class RemoteSession:
         frames = await sock.recv_multipart()
         _, frames = self.session.feed_identities(frames)
         msg: dict[str, Any] = self.session.deserialize(frames, content=True)
+        self.last_seen = time.monotonic()
         return msg
 
     def _send(
@@ -278,18 +281,13 @@ class RemoteSession:
         self._routes[run_id] = route
         try:
             journal = await self.nanny("journal", run_id=run_id)
+            # No await from here to the end of the replay: live outputs can't interleave with it.
+            route.sink = sink
             for entry in journal["entries"]:
                 self._deliver(route, _output_from_journal(entry))
             replayed = len(route.seen)
-            # Not the route's sink yet: deliver what arrived meanwhile, minus duplicates, in order.
-            route.sink = sink
-            for output in live:
-                if output["msg_id"] not in route.seen:
-                    route.seen.add(output["msg_id"])
-                    sink(output)
-            for entry in journal["entries"]:
-                if entry["msg_type"] == "error":
-                    route.error = entry["content"]
+            for output in live:  # arrived while the journal was fetched; duplicates are skipped
+                self._deliver(route, output)
             run = journal.get("run")
             if run and run.get("state") != "running":
                 state = run["state"]

@@ -128,7 +128,8 @@ class Nanny:
 
     def serve(self) -> None:
         idle_limit = self.args.idle_minutes * 60
-        tick_ms = int(min(1000, max(50, idle_limit * 1000 / 20))) if idle_limit else 1000
+        # The tick bounds how late a SIGTERM (release) or the idle deadline is noticed.
+        tick_ms = int(min(200, max(50, idle_limit * 1000 / 20))) if idle_limit else 200
         while self.stopping is None:
             for sock, _ in self.poller.poll(tick_ms):
                 if sock is self.iopub:

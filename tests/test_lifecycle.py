@@ -1,0 +1,137 @@
+"""Sessions outlive the notebook kernel, end themselves when idle, and bad input leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import Notebook, nanny_pids, open_notebook, text
+
+from jupyter_cake.store import Store
+
+
+def _cake(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jupyter_cake.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_detach_restart_local_kernel_then_attach_replays_everything() -> None:
+    first = open_notebook()
+    try:
+        first.run("%cake use local --name restart-test")
+        cell = first.run(
+            "%%cake --detach\n"
+            "import time\n"
+            "for i in range(6):\n"
+            "    print(f'line {i}', flush=True)\n"
+            "    time.sleep(0.3)\n"
+            "model_state = {'epochs': 6}\n"
+            "'finished'\n"
+        )
+        run_id = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
+        time.sleep(0.6)  # part of the output is produced while nobody is attached
+    finally:
+        first.close()  # the notebook kernel goes away, as on a restart
+
+    second = open_notebook()
+    try:
+        cell = second.run("%cake use local --name restart-test")
+        assert "re-attached" in text(cell)
+        cell = second.run(f"%cake attach {run_id}")
+        assert text(cell) == "".join(f"line {i}\n" for i in range(6))
+        assert [o.data["text/plain"] for o in cell.outputs if o.output_type == "execute_result"] == ["'finished'"]
+        cell = second.run("%%cake\nprint(model_state)")
+        assert text(cell) == "{'epochs': 6}\n"
+        logs = _cake("logs", run_id)
+        assert logs.returncode == 0 and "line 5" in logs.stdout
+        runs = _cake("runs")
+        assert re.search(rf"{run_id}\s+\S+\s+ok", runs.stdout), runs.stdout
+        second.run("%cake down")
+    finally:
+        second.close()
+
+
+def test_idle_session_stops_itself_and_frees_its_allocation(fresh_notebook: Notebook, cake_data_dir: Path) -> None:
+    fresh_notebook.run("%cake use local --name idle-test --new --idle-minutes 0.05")  # 3 s
+    store = Store()
+    row = store.live_session("idle-test", "")
+    assert row is not None
+    pid = json.loads(row.allocation)["pid"]
+    assert pid in nanny_pids(cake_data_dir)
+    fresh_notebook.run("%%cake\nx = 1")
+    deadline = time.time() + 20
+    while pid in nanny_pids(cake_data_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert pid not in nanny_pids(cake_data_dir), "the idle nanny is still running"
+    status = _cake("status", "--all")
+    line = next(ln for ln in status.stdout.splitlines() if ln.startswith(row.id))
+    assert "stopped" in line and "idle for 0.05 minutes" in line
+    error = fresh_notebook.fails("%%cake\nx")
+    assert "SessionGone" in error and "has stopped: idle for 0.05 minutes" in error
+
+
+def test_bad_input_gives_one_clear_error_and_leaves_nothing_running(fresh_notebook: Notebook, cake_data_dir: Path) -> None:
+    before = nanny_pids(cake_data_dir)
+    live_before = len(Store().sessions(live_only=True))
+    nb = fresh_notebook
+
+    error = nb.fails("%%cake\nprint('hi')")
+    assert "No Cake session yet" in error and "%cake use local" in error
+
+    error = nb.fails("%cake use slrum/hpc/gpu")
+    assert "slrum" in error and "slurm" in error
+
+    error = nb.fails("%cake use local --gpus H100:x")
+    assert "H100:x" in error
+
+    error = nb.fails("%cake use aws/us-east-1 --gpus A100:1")
+    assert "SkyPilot" in error and "not available" in error
+
+    nb.run("%cake use local --name bad-input --new")
+    error = nb.fails("%%cake --pull nope\nx = 1")
+    assert "nope" in error and "not defined in the remote session" in error
+
+    nb.run("import threading\nlock = threading.Lock()")
+    error = nb.fails("%%cake --push lock\nprint('RAN' + 'X')")
+    assert "'lock'" in error and "cannot be pickled" in error
+    assert "RANX" not in error  # the cell never ran
+
+    error = nb.fails("%%cake --push missing_name\npass")
+    assert "missing_name" in error and "not defined in this notebook" in error
+
+    error = nb.fails("%cake frobnicate")
+    assert "Unknown command" in error
+
+    error = nb.fails("%%cake --timeout 1\nimport time\ntime.sleep(30)")
+    assert "RunTimeout" in error and "--timeout 1" in error
+    cell = nb.run("%%cake\nprint('usable after timeout')")
+    assert text(cell) == "usable after timeout\n"
+
+    # No traceback noise for expected errors: one line naming the cause and the fix.
+    error = nb.fails("%cake use local --nodes 2")
+    assert "Traceback" not in error.split("CakeError")[-1]
+
+    nb.run("%cake down")
+    assert nanny_pids(cake_data_dir) == before
+    assert len(Store().sessions(live_only=True)) == live_before
+
+
+def test_cli_status_runs_logs_down(fresh_notebook: Notebook) -> None:
+    fresh_notebook.run("%cake use local --name cli-test --new")
+    cell = fresh_notebook.run("%%cake\nprint('from the cli test')")
+    assert text(cell) == "from the cli test\n"
+    status = _cake("status")
+    assert status.returncode == 0 and "cli-test" in status.stdout and "running" in status.stdout
+    runs = _cake("runs")
+    run_id = next(ln.split()[0] for ln in runs.stdout.splitlines() if "print('from the cli test')" in ln)
+    assert _cake("logs", run_id).stdout == "from the cli test\n"
+    bad = _cake("logs", "r-doesnotexist")
+    assert bad.returncode == 2 and "No run matches" in bad.stderr
+    down = _cake("down", "cli-test")
+    assert down.returncode == 0 and "is down" in down.stdout
+    assert "cli-test" not in _cake("status").stdout
+    error = fresh_notebook.fails("%%cake\nprint(1)")
+    assert "has stopped: stopped by the user (cake down)" in error and "%cake use local" in error
