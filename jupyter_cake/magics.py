@@ -102,7 +102,7 @@ class CakeMagics(Magics):
         """Run a cell on the current Cake session, or manage sessions (`%cake help`)."""
         if cell is not None:
             return self._cell(line, cell)
-        tokens = shlex.split(line)
+        tokens = shlex.split(line, comments=True)
         command, args = (tokens[0], tokens[1:]) if tokens else ("help", [])
         handler = getattr(self, f"_cmd_{command}", None)
         if handler is None:
@@ -294,9 +294,7 @@ class CakeMagics(Magics):
         print(views.logs_text(self.core, args[0]), end="")
 
     def _cmd_attach(self, args: list[str]) -> Any:
-        if not args:
-            raise CakeError("Which run? `%cake attach RUN` (ids are in `%cake runs`).")
-        run = self.core.find_run(args[0])
+        run = self.core.find_run(args[0]) if args else self._latest_run()
         relay = Relay(where=f"run {run.id}")
         sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
         handle, future = self.core.attach(run, sink.put)
@@ -310,6 +308,12 @@ class CakeMagics(Magics):
         if relay.error is not None:
             raise relay.error
         return relay.result
+
+    def _latest_run(self) -> Any:
+        runs = self.core.store.runs(session_id=self.current.id if self.current else None, limit=1)
+        if not runs:
+            raise CakeError("No runs yet to attach to. `%cake attach RUN` takes an id from `%cake runs`.")
+        return runs[0]
 
     def _cmd_interrupt(self, args: list[str]) -> None:
         handle = self._handle_arg(args)

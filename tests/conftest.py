@@ -42,8 +42,16 @@ def cake_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def nanny_pids(data_dir: Path) -> set[int]:
     """Nanny processes started under this test store (what 'nothing left running' checks)."""
-    out = subprocess.run(["pgrep", "-f", f"jupyter_cake.nanny --session-dir {data_dir}"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+    wanted = ["-m", "jupyter_cake.nanny", "--session-dir"]
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # not a process, or it just exited
+            continue
+        if argv[1:4] == wanted and argv[4].startswith(str(data_dir)):
+            pids.add(int(proc.name))
+    return pids
 
 
 class Recorder(NotebookClient):
