@@ -206,3 +206,39 @@ def log_exception(log: Callable[[str], None], what: str, exc: BaseException) -> 
 
 def stderr_log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.__stderr__, flush=True)
+
+
+# -- letting the machine settle ------------------------------------------------------------------------
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+def quiesce(max_s: float = 2.0, window_s: float = 0.05, busy_below: float = 0.15) -> float:
+    """Wait (untimed) until the machine is mostly idle, at most ``max_s``; returns seconds waited.
+
+    Used between heavy operations so background work one system leaves behind (ipyparallel's hub
+    digesting a 1 GB result, a kernel freeing memory) does not land in the next system's timing."""
+    start = time.monotonic()
+    prev = _cpu_times()
+    if prev is None:
+        time.sleep(min(max_s, 0.2))
+        return time.monotonic() - start
+    while time.monotonic() - start < max_s:
+        time.sleep(window_s)
+        cur = _cpu_times()
+        assert cur is not None
+        busy, total = cur[0] - prev[0], cur[1] - prev[1]
+        prev = cur
+        if total > 0 and busy / total < busy_below:
+            break
+    return time.monotonic() - start

@@ -80,10 +80,11 @@ class Cake:
     def down(self) -> None:
         """`%cake down` for the current session, then make sure its nanny really stopped.
 
-        Workaround: with jupyter_cake 0.1.0 `%cake down` of a session started in this process reads the
-        nanny pid from the in-memory SessionRow, whose ``allocation`` was never updated after the start
-        (it stays "{}"), so nothing is signalled and the nanny + kernel keep running while the store
-        marks the session stopped. We stop such leftovers ourselves (untimed) and count them."""
+        Guard against a bug seen up to commit bc535d9 (fixed in e6baeef): `%cake down` of a session
+        started in this process read the nanny pid from the in-memory SessionRow, whose ``allocation``
+        was never updated after the start (it stayed "{}"), so nothing was signalled and the nanny +
+        kernel kept running while the store marked the session stopped. If that ever happens again we
+        stop the leftovers ourselves (untimed) and count them; the count is printed under the table."""
         handle = self.magics.current if self.magics is not None else None
         pid = handle.allocation.data.get("pid") if handle is not None else None
         self.ip.run_line_magic("cake", "down")
