@@ -3,6 +3,7 @@
     %load_ext jupyter_cake
     %cake use local --idle-minutes 30        start or re-attach a session; it becomes the current one
     %%cake [--push a,b] [--pull c] [--detach] [--timeout S] [--target ...]
+    %cake push a,b | pull c                  move variables without running a cell
     %cake status | targets | runs | attach RUN | logs RUN | interrupt | down [SESSION] | help
 """
 
@@ -210,9 +211,10 @@ class CakeMagics(Magics):
                         relay(item)
                 break
             now = time.monotonic()
+            handle.check_probe()  # the session may end under a running cell (allocation lost)
             if now - last_check > LIVENESS_CHECK_S:
                 last_check = now
-                handle.ensure_alive()  # the session may end under a running cell (allocation lost)
+                handle.probe()
             if deadline is not None and now > deadline and not timed_out:
                 timed_out = True
                 handle.interrupt()
@@ -251,6 +253,7 @@ class CakeMagics(Magics):
         from jupyter_cake import engine
         from jupyter_cake.nanny.kernel import dumps_frames
 
+        handle.ensure_alive()
         ns = self.shell.user_ns
         missing = [n for n in names if n not in ns]
         if missing:
@@ -269,6 +272,7 @@ class CakeMagics(Magics):
     def _pull(self, handle: Handle, names: list[str]) -> None:
         from jupyter_cake import engine
 
+        handle.ensure_alive()
         try:
             values = engine.run(handle.remote.pull(names))
         except CakeError as exc:
@@ -308,6 +312,18 @@ class CakeMagics(Magics):
         if relay.error is not None:
             raise relay.error
         return relay.result
+
+    def _cmd_push(self, args: list[str]) -> None:
+        names = _names(",".join(args), "%cake push")
+        if not names:
+            raise CakeError("Which variables? `%cake push df,model` sends them to the current session.")
+        self._push(self._require_current(), names)
+
+    def _cmd_pull(self, args: list[str]) -> None:
+        names = _names(",".join(args), "%cake pull")
+        if not names:
+            raise CakeError("Which variables? `%cake pull result` brings them from the current session.")
+        self._pull(self._require_current(), names)
 
     def _latest_run(self) -> Any:
         runs = self.core.store.runs(session_id=self.current.id if self.current else None, limit=1)

@@ -50,30 +50,51 @@ class Handle:
     allocation: Allocation
     remote: RemoteSession
     cake: Cake
+    _probe: Any = None  # concurrent future of a background liveness ping
 
     @property
     def id(self) -> str:
         return self.row.id
 
-    def ensure_alive(self, force: bool = False) -> None:
+    def ensure_alive(self) -> None:
         """Raise SessionGone (with the nanny's reason) instead of sending work into the void."""
-        if not force and time.monotonic() - self.remote.last_seen < LIVENESS_PING_AFTER_S:
+        if time.monotonic() - self.remote.last_seen < LIVENESS_PING_AFTER_S:
             return
         try:
             self.nanny("ping", timeout=LIVENESS_TIMEOUT_S)
         except SessionGone:
             raise self.cake.gone(self.row) from None
 
+    def probe(self) -> None:
+        """Start a liveness ping in the background if the session has been silent for a while.
+
+        A run is sent at once and the ping travels beside it, so a warm cell never waits for it;
+        ``check_probe`` turns a failed ping into the SessionGone error while the cell waits."""
+        if self._probe is None and time.monotonic() - self.remote.last_seen >= LIVENESS_PING_AFTER_S:
+            self._probe = engine.submit(self.remote.nanny("ping", timeout=LIVENESS_TIMEOUT_S))
+
+    def check_probe(self) -> None:
+        probe = self._probe
+        if probe is None or not probe.done():
+            return
+        self._probe = None
+        if isinstance(probe.exception(), SessionGone):
+            raise self.cake.gone(self.row)
+
     def start_run(self, code: str, sink: Sink | None, detach: bool = False, source: str = "") -> tuple[str, Any]:
         """Record and send a run; returns (run id, concurrent future of its Outcome or None)."""
-        self.ensure_alive()
+        if detach:
+            self.ensure_alive()  # nobody waits on a detached run: check before promising one
+        else:
+            self.probe()
         run_id = new_id("r-")
         now = time.time()
+        future = engine.submit(self.remote.execute(code, run_id, sink, detach=detach))
+        # Recorded while the kernel already works on it: the write costs the cell no time.
         self.cake.store.add_run(
             RunRow(id=run_id, session_id=self.id, state="running", created=now, started=now, code=code,
                    source=source, detached=int(detach))
         )  # fmt: skip
-        future = engine.submit(self.remote.execute(code, run_id, sink, detach=detach))
         return run_id, future
 
     def finish_run(self, outcome: Outcome) -> None:

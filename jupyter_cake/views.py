@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from jupyter_cake.manager import Cake
 from jupyter_cake.relay import journal_text
 
-COMMANDS = ("use", "status", "targets", "runs", "attach", "logs", "interrupt", "down", "help")
+COMMANDS = ("use", "push", "pull", "status", "targets", "runs", "attach", "logs", "interrupt", "down", "help")
 
 
 def _ago(seconds: float | None) -> str:

@@ -121,6 +121,10 @@ def test_push_and_pull_a_200mb_array(notebook: Notebook) -> None:
         "print(np.array_equal(arr, back), back.nbytes, back.flags.writeable, total == int(arr.sum(dtype='uint64')))"
     )
     assert text(check) == "True 200000000 True True\n"
+    notebook.run("small = {'a': [1, 2]}\n%cake push small")
+    notebook.run("%%cake\nsmall['b'] = 3")
+    notebook.run("del small\n%cake pull small")
+    assert text(notebook.run("print(small)")) == "{'a': [1, 2], 'b': 3}\n"
     notebook.run("del arr, back\n%cake down")  # free 400 MB in the local kernel and the session
     notebook.run("%cake use local --name tests")
 

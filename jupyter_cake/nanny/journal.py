@@ -11,7 +11,6 @@ JSON lines keep the journal readable with ``tail -f`` and let a reader resume fr
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import os
 import time
@@ -24,12 +23,6 @@ from typing import IO, Any
 JOURNALED_TYPES = frozenset(
     {"stream", "display_data", "update_display_data", "clear_output", "execute_result", "error", "execute_input"}
 )
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @dataclass
@@ -53,33 +46,35 @@ class Journal:
     def path(self, run_id: str) -> Path:
         return self.dir / f"{safe_run_id(run_id)}.jsonl"
 
-    def record(self, msg: dict[str, Any]) -> None:
-        """Take one deserialized iopub message; journal it if it belongs to a run."""
-        parent = msg.get("parent_header") or {}
+    def record(self, header: dict[str, Any], frames: list[bytes]) -> None:
+        """Take one raw iopub message (its parsed header, and the frames after the delimiter:
+        signature, header, parent, metadata, content, buffers...); journal it if it belongs to a run.
+
+        Works on the raw JSON frames and copies ``content``/``metadata`` into the journal verbatim:
+        the nanny shares the CPU with the kernel it watches, so it parses as little as it can."""
+        parent = json.loads(frames[2])
         if parent.get("msg_type") != "execute_request":
             return
         run_id = parent["msg_id"]
-        msg_type = msg["header"]["msg_type"]
+        msg_type = header["msg_type"]
         if msg_type == "status":
-            self._on_status(run_id, msg["content"].get("execution_state"))
+            self._on_status(run_id, json.loads(frames[4]).get("execution_state"))
             return
         if msg_type not in JOURNALED_TYPES:
             return
         run = self.runs.get(run_id) or self._start(run_id)
         if msg_type == "error":
-            content = msg["content"]
+            content = json.loads(frames[4])
             run.error = f"{content.get('ename')}: {content.get('evalue')}"
         run.messages += 1
-        entry = {
-            "msg_id": msg["header"]["msg_id"],
-            "msg_type": msg_type,
-            "date": msg["header"].get("date"),
-            "content": msg["content"],
-            "metadata": msg.get("metadata") or {},
-            "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in msg.get("buffers") or []],
-        }
+        buffers = json.dumps([base64.b64encode(b).decode("ascii") for b in frames[5:]])
+        line = (
+            f'{{"msg_id": {json.dumps(header["msg_id"])}, "msg_type": "{msg_type}", '
+            f'"date": {json.dumps(header.get("date"))}, "content": {frames[4].decode()}, '
+            f'"metadata": {frames[3].decode() or "{}"}, "buffers": {buffers}}}\n'
+        )
         handle = self._files.get(run_id) or self._open(run_id)
-        handle.write(json.dumps(entry, default=_json_default) + "\n")
+        handle.write(line)
         handle.flush()
 
     def _start(self, run_id: str) -> RunRecord:

@@ -1,5 +1,8 @@
-"""Kernel launcher used by the nanny: a stock ipykernel with two Cake tweaks.
+"""Kernel launcher used by the nanny: a stock ipykernel with a few Cake tweaks.
 
+0. No history database: IPython writes every cell to a SQLite file in the home directory, which costs
+   ~0.5 ms per cell and fails with "database is locked" on the NFS homes of clusters. ``In``/``Out``
+   stay in memory as usual.
 1. Output latency: ipykernel batches stdout/stderr and publishes every 0.2 s, so an unflushed ``print``
    reaches the notebook up to 200 ms late. A remote session is watched live, so we publish after 5 ms.
 2. Variables: a comm target ``cake.vars`` moves variables in and out with cloudpickle protocol 5, large
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
 
     OutStream.flush_interval = STREAM_FLUSH_INTERVAL_S
     app = IPKernelApp.instance()
-    app.initialize(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    app.initialize(["--HistoryManager.enabled=False", *args])
     app.kernel.comm_manager.register_target(VARS_COMM_TARGET, _handle_vars)
     app.start()
 
