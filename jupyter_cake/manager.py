@@ -15,7 +15,7 @@ from typing import Any
 
 from jupyter_cake import engine
 from jupyter_cake.backends import get_backend
-from jupyter_cake.backends.base import Allocation, Backend, NannyInfo, Progress
+from jupyter_cake.backends.base import Allocation, Backend, NannyInfo, Progress, idle_minutes
 from jupyter_cake.errors import CakeError, SessionGone
 from jupyter_cake.nanny.journal import read_entries, read_runs
 from jupyter_cake.session import Outcome, RemoteSession, Sink
@@ -161,7 +161,7 @@ class Cake:
             id=session_id, name=name, owner=owner, target=target.canonical(),
             target_json=json.dumps(target.to_dict()), backend=backend.name, state="starting",
             session_dir=str(session_dir), created=now, updated=now,
-            price_per_hour=backend.price_per_hour(target), idle_minutes=target.idle_minutes,
+            price_per_hour=backend.price_per_hour(target), idle_minutes=idle_minutes(target),
         )  # fmt: skip
         self.store.add_session(row)
         allocation: Allocation | None = None

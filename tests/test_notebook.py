@@ -144,3 +144,13 @@ def test_json_and_html_display_mime_types(notebook: Notebook, code: str) -> None
     kinds = [next(k for k in o.data if k != "text/plain") for o in cell.outputs if o.output_type == "display_data"]
     assert kinds == ["text/html", "application/json"]
     assert np.all([o.data.get("application/json", {"gpus": 8}) == {"gpus": 8} for o in cell.outputs])
+
+
+def test_one_cell_on_another_target_leaves_the_current_session_alone(notebook: Notebook) -> None:
+    notebook.run("%%cake\nimport os\nhome_pid = os.getpid()")
+    cell = notebook.run("%%cake --target 'local --env WHERE=elsewhere'\nimport os\nprint(os.environ['WHERE'], os.getpid())")
+    where, other_pid = text(cell).split("\n")[-2].split()
+    assert where == "elsewhere"
+    cell = notebook.run("%%cake\nprint(os.getpid() == home_pid, os.getpid() != " + other_pid + ")")
+    assert text(cell) == "True True\n"
+    notebook.run("%cake down 'local --env WHERE=elsewhere'")

@@ -24,6 +24,14 @@ from jupyter_cake.targets import Target
 
 Progress = Callable[[str], None]
 
+# A session nobody asked to keep stops after this long without execution or client requests, so a
+# forgotten notebook never holds a GPU (or this machine's memory) forever. `--idle-minutes` overrides.
+DEFAULT_IDLE_MINUTES = 120.0
+
+
+def idle_minutes(target: Target) -> float:
+    return DEFAULT_IDLE_MINUTES if target.idle_minutes is None else target.idle_minutes
+
 
 @dataclass
 class Allocation:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress
+from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target
 
@@ -89,7 +89,7 @@ class LocalBackend(Backend):
                 sys.executable, "-m", "jupyter_cake.nanny",
                 "--session-dir", str(allocation.session_dir),
                 "--response-address", f"127.0.0.1:{port}",
-                "--idle-minutes", str(target.idle_minutes or 0),
+                "--idle-minutes", str(idle_minutes(target)),
             ]  # fmt: skip
             if target.workdir:
                 argv += ["--workdir", str(Path(target.workdir).expanduser())]
