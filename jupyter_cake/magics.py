@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from jupyter_cake import views
 from jupyter_cake.errors import CakeError, RunTimeout, SessionGone
@@ -134,14 +134,23 @@ class CakeMagics(Magics):
     # -- %%cake --------------------------------------------------------------------------------------
     def _cell(self, line: str, cell: str) -> Any:
         try:
-            args = parse_argstring(self.cake, line)
-        except Exception as exc:  # UsageError/SystemExit-free message from argparse
+            # Unknown flags are the target's resources: `%%cake --target local --cpus 4 --push x`.
+            args, resources = self.cake.parser.parse_known_args(shlex.split(line, comments=True))
+        except Exception as exc:  # UsageError from argparse, or a shlex quoting error
             raise CakeError(f"%%cake {line}: {exc}. Options: --target, --push, --pull, --detach, --timeout.") from None
+        if resources and not args.target:
+            raise CakeError(
+                f"%%cake got {' '.join(resources)!r}, which only makes sense with a target: "
+                f"`%%cake --target <target> {' '.join(resources)}`. Cell options: --push, --pull, --detach, --timeout."
+            )
         timeout = _seconds(args.timeout, "--timeout") if args.timeout else None
         push, pull = _names(args.push, "--push"), _names(args.pull, "--pull")
         if args.detach and pull:
             raise CakeError("--pull needs the cell's end, which --detach doesn't wait for. Pull in a later cell.")
-        handle = self._session_for(resolve_target(args.target)) if args.target else self._require_current()
+        if args.target:
+            handle = self._session_for(resolve_target([*shlex.split(args.target), *resources]))
+        else:
+            handle = self._require_current()
         if push:
             self._push(handle, push)
         run_id, future = handle.start_run(cell, None if args.detach else (sink := queue.SimpleQueue()).put,

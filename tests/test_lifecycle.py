@@ -102,6 +102,9 @@ def test_bad_input_gives_one_clear_error_and_leaves_nothing_running(fresh_notebo
     error = nb.fails("%%cake --push missing_name\npass")
     assert "missing_name" in error and "not defined in this notebook" in error
 
+    error = nb.fails("%%cake --cpus 4\npass")
+    assert "--cpus 4" in error and "--target" in error
+
     error = nb.fails("%cake frobnicate")
     assert "Unknown command" in error
 

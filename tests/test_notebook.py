@@ -148,7 +148,7 @@ def test_json_and_html_display_mime_types(notebook: Notebook, code: str) -> None
 
 def test_one_cell_on_another_target_leaves_the_current_session_alone(notebook: Notebook) -> None:
     notebook.run("%%cake\nimport os\nhome_pid = os.getpid()")
-    cell = notebook.run("%%cake --target 'local --env WHERE=elsewhere'\nimport os\nprint(os.environ['WHERE'], os.getpid())")
+    cell = notebook.run("%%cake --target local --env WHERE=elsewhere\nimport os\nprint(os.environ['WHERE'], os.getpid())")
     where, other_pid = text(cell).split("\n")[-2].split()
     assert where == "elsewhere"
     cell = notebook.run("%%cake\nprint(os.getpid() == home_pid, os.getpid() != " + other_pid + ")")
