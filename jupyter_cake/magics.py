@@ -84,6 +84,7 @@ class CakeMagics(Magics):
         super().__init__(shell)
         self._cake: Cake | None = None
         self.current: Handle | None = None
+        self._interrupted = False  # the user pressed stop during the current cell
 
     @property
     def core(self) -> Cake:
@@ -169,8 +170,6 @@ class CakeMagics(Magics):
         if pull:
             self._pull(handle, pull)
         return relay.result
-
-    _interrupted = False
 
     def _follow(
         self, handle: Handle, future: Any, sink: queue.SimpleQueue[Any], relay: Relay, timeout: float | None,

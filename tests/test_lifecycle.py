@@ -131,6 +131,13 @@ def test_cli_status_runs_logs_down(fresh_notebook: Notebook) -> None:
     runs = _cake("runs")
     run_id = next(ln.split()[0] for ln in runs.stdout.splitlines() if "print('from the cli test')" in ln)
     assert _cake("logs", run_id).stdout == "from the cli test\n"
+    cell = fresh_notebook.run(
+        "%%cake --detach\nimport time\nfor i in range(4):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.3)\n1/0"
+    )
+    detached = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
+    follow = _cake("logs", "-f", detached)  # follows the live run to its end
+    assert follow.stdout.startswith("tick 0\ntick 1\ntick 2\ntick 3\n") and "ZeroDivisionError" in follow.stdout
+    assert follow.returncode == 1  # the run failed
     bad = _cake("logs", "r-doesnotexist")
     assert bad.returncode == 2 and "No run matches" in bad.stderr
     down = _cake("down", "cli-test")
