@@ -109,6 +109,11 @@ class Handle:
     def interrupt(self) -> None:
         engine.run(self.remote.interrupt(), timeout=5)
 
+    def restart(self, timeout: float = START_TIMEOUT_S) -> None:
+        """A fresh kernel in the same allocation (same ports and key); remote state is gone."""
+        self.nanny("restart")
+        engine.run(self.remote.wait_ready(timeout))
+
     def nanny(self, op: str, **args: Any) -> dict[str, Any]:
         return engine.run(self.remote.nanny(op, **args))
 

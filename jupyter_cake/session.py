@@ -85,7 +85,7 @@ class RemoteSession:
             asyncio.ensure_future(self._read_replies(self.shell)),
             asyncio.ensure_future(self._read_replies(self.control)),
         ]
-        await self._wait_ready(timeout)
+        await self.wait_ready(timeout)
 
     def _new_nanny_socket(self) -> zmq.asyncio.Socket:
         sock = self.client.context.socket(zmq.DEALER)
@@ -93,12 +93,13 @@ class RemoteSession:
         sock.connect(self.channel.nanny_url)
         return sock
 
-    async def _wait_ready(self, timeout: float) -> None:
+    async def wait_ready(self, timeout: float) -> None:
         """Ready = the kernel answers kernel_info AND our iopub subscription delivers messages.
 
         Without the second check the first outputs of the first cell can be lost to ZMQ's slow-joiner
         effect (a SUB socket drops what was published before its subscription reached the PUB)."""
         deadline = time.monotonic() + timeout
+        self._iopub_seen.clear()  # after a kernel restart, our SUB socket must have reconnected too
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -145,3 +145,37 @@ def test_cli_status_runs_logs_down(fresh_notebook: Notebook) -> None:
     assert "cli-test" not in _cake("status").stdout
     error = fresh_notebook.fails("%%cake\nprint(1)")
     assert "has stopped: stopped by the user (cake down)" in error and "%cake use local" in error
+
+
+def test_kernel_restart_keeps_the_allocation_and_gives_a_fresh_namespace() -> None:
+    """What an IDE's "Restart kernel" does: same nanny and allocation, new kernel, clean state."""
+    import queue
+
+    from jupyter_cake.manager import Cake
+    from jupyter_cake.targets import parse_target
+
+    cake = Cake()
+    handle, _ = cake.use(parse_target("local"), name="restart-kernel", new=True)
+    try:
+        outputs: queue.SimpleQueue = queue.SimpleQueue()
+
+        def run(code: str) -> tuple[str, str]:
+            run_id, future = handle.start_run(code, outputs.put)
+            outcome = future.result(30)
+            handle.finish_run(outcome)
+            text_out = ""
+            while not outputs.empty():
+                item = outputs.get()
+                text_out += item["content"].get("text", "") if item["msg_type"] == "stream" else ""
+            return outcome.status, text_out
+
+        assert run("import os\nbefore = 1\nprint(os.getpid())")[0] == "ok"
+        nanny_pid = handle.nanny("ping")["pid"]
+        old_kernel = handle.nanny("ping")["kernel_pid"]
+        handle.restart()
+        status, out = run("print('before' in globals(), os.getpid() if 'os' in globals() else 'fresh')")
+        assert (status, out) == ("ok", "False fresh\n")
+        ping = handle.nanny("ping")
+        assert ping["pid"] == nanny_pid and ping["kernel_pid"] != old_kernel
+    finally:
+        cake.down(handle.row)

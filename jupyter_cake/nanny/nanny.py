@@ -63,6 +63,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def spawn_kernel(args: argparse.Namespace, connection_file: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, JPY_PARENT_PID=str(os.getpid()))  # the kernel exits if the nanny dies
+    env.pop(RESPONSE_TOKEN_ENV, None)
+    with open(args.session_dir / "kernel.log", "ab") as kernel_log:
+        return subprocess.Popen(
+            [args.python, "-m", "jupyter_cake.nanny.kernel", "-f", str(connection_file)],
+            env=env,
+            cwd=args.workdir or None,
+            stdin=subprocess.DEVNULL,
+            stdout=kernel_log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 class Nanny:
     def __init__(self, args: argparse.Namespace, conn: dict[str, Any], kernel: subprocess.Popen[bytes]) -> None:
         import zmq
@@ -193,13 +207,19 @@ class Nanny:
         if op == "interrupt":
             os.kill(self.kernel.pid, signal.SIGINT)
             return {"ok": True}
+        if op == "restart":
+            # A fresh kernel in the same allocation, at the same ports and key: clients reconnect by
+            # simply waiting for kernel_info again. Used by IDE restarts.
+            self._stop_kernel()
+            self.kernel = spawn_kernel(self.args, self.session_dir / "kernel.json")
+            self.kernel_busy = False
+            return {"ok": True, "kernel_pid": self.kernel.pid}
         if op == "shutdown":
             self.stopping = str(content.get("reason") or "shut down by the user")
             return {"ok": True}
         raise ValueError(f"unknown op {op!r}")
 
-    def shutdown(self, reason: str) -> None:
-        log.info("stopping: %s", reason)
+    def _stop_kernel(self) -> None:
         if self.kernel.poll() is None:
             self.kernel.terminate()
             try:
@@ -207,6 +227,10 @@ class Nanny:
             except subprocess.TimeoutExpired:
                 self.kernel.kill()
                 self.kernel.wait()
+
+    def shutdown(self, reason: str) -> None:
+        log.info("stopping: %s", reason)
+        self._stop_kernel()
         self.journal.close()
         self._write_state("stopped", reason)
         if self.args.release_command:
@@ -233,20 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     connection_file = args.session_dir / "kernel.json"
     _write_private(connection_file, conn)
-    env = dict(os.environ, JPY_PARENT_PID=str(os.getpid()))  # kernel exits if the nanny dies
-    env.pop(RESPONSE_TOKEN_ENV, None)
-    kernel_log = open(args.session_dir / "kernel.log", "ab")  # noqa: SIM115 - inherited by the kernel
-    kernel = subprocess.Popen(
-        [args.python, "-m", "jupyter_cake.nanny.kernel", "-f", str(connection_file)],
-        env=env,
-        cwd=args.workdir or None,
-        stdin=subprocess.DEVNULL,
-        stdout=kernel_log,
-        stderr=subprocess.STDOUT,
-    )
-    # The nanny yields the CPU to the kernel it watches (and to the client on small machines): it only
-    # journals and waits, and a lower priority measurably shortens warm cells on 2 cores.
-    os.nice(5)
+    kernel = spawn_kernel(args, connection_file)
     nanny = Nanny(args, conn, kernel)
     signal.signal(signal.SIGTERM, lambda *_: setattr(nanny, "stopping", "terminated (SIGTERM)"))
     try:
