@@ -78,6 +78,27 @@ def _names(text: str | None, flag: str) -> list[str]:
     return names
 
 
+class _StatusLine:
+    """Progress of a starting session: transient messages (a queue wait ticking up) replace each
+    other in one display, updated in place; lasting ones are printed."""
+
+    def __init__(self) -> None:
+        self.display: Any = None
+
+    def __call__(self, text: str, transient: bool = False) -> None:
+        from IPython.display import display
+
+        bundle = {"text/plain": f"[cake] {text}"}
+        if self.display is not None:
+            self.display.update(bundle, raw=True)
+            if not transient:
+                self.display = None
+        elif transient:
+            self.display = display(bundle, raw=True, display_id=True)
+        else:
+            print(f"[cake] {text}", flush=True)
+
+
 @magics_class
 class CakeMagics(Magics):
     def __init__(self, shell: Any) -> None:
@@ -121,15 +142,13 @@ class CakeMagics(Magics):
         self, target: Target, name: str | None = None, new: bool = False, timeout: float | None = None
     ) -> Handle:
         start = time.monotonic()
-
-        def progress(text: str) -> None:
-            print(f"[cake] {text}", flush=True)
-
+        line = _StatusLine()
         kwargs: dict[str, Any] = {"timeout": timeout} if timeout else {}
-        handle, started = self.core.use(target, name=name, new=new, progress=progress, **kwargs)
+        handle, started = self.core.use(target, name=name, new=new, progress=line, **kwargs)
         took = time.monotonic() - start
         verb = "started" if started else "re-attached to"
-        print(f"[cake] {verb} session {handle.id} on {target.describe()} ({took:.2f} s)", flush=True)
+        where = handle.backend.describe(handle.allocation)
+        line(f"{verb} session {handle.id} on {target.describe()}{f' [{where}]' if where else ''} ({took:.2f} s)")
         return handle
 
     # -- %%cake --------------------------------------------------------------------------------------

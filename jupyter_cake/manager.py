@@ -15,7 +15,7 @@ from typing import Any
 
 from jupyter_cake import engine
 from jupyter_cake.backends import get_backend
-from jupyter_cake.backends.base import Allocation, Backend, NannyInfo, Progress, idle_minutes
+from jupyter_cake.backends.base import Allocation, Backend, NannyInfo, Progress, idle_minutes, no_progress
 from jupyter_cake.errors import CakeError, SessionGone
 from jupyter_cake.nanny.journal import read_entries, read_runs
 from jupyter_cake.session import Outcome, RemoteSession, Sink
@@ -63,7 +63,8 @@ class Handle:
         try:
             self.nanny("ping", timeout=LIVENESS_TIMEOUT_S)
         except SessionGone:
-            raise self.cake.gone(self.row) from None
+            if not self.repaired():
+                raise self.cake.gone(self.row) from None
 
     def probe(self) -> None:
         """Start a liveness ping in the background if the session has been silent for a while.
@@ -78,8 +79,19 @@ class Handle:
         if probe is None or not probe.done():
             return
         self._probe = None
-        if isinstance(probe.exception(), SessionGone):
+        if isinstance(probe.exception(), SessionGone) and not self.repaired():
             raise self.cake.gone(self.row)
+
+    def repaired(self) -> bool:
+        """After a failed ping: if the channel (e.g. an SSH tunnel) dropped but could be brought back
+        and the nanny answers again, the session is fine."""
+        if not self.remote.channel.repair():
+            return False
+        try:
+            self.nanny("ping", timeout=LIVENESS_TIMEOUT_S)
+        except SessionGone:
+            return False
+        return True
 
     def start_run(self, code: str, sink: Sink | None, detach: bool = False, source: str = "") -> tuple[str, Any]:
         """Record and send a run; returns (run id, concurrent future of its Outcome or None)."""
@@ -138,7 +150,7 @@ class Cake:
         name: str | None = None,
         owner: str | None = None,
         new: bool = False,
-        progress: Progress = lambda _: None,
+        progress: Progress = no_progress,
         timeout: float = START_TIMEOUT_S,
     ) -> tuple[Handle, bool]:
         """A live session for ``target``: the existing one with that name (re-attached) unless ``new``.
@@ -171,7 +183,7 @@ class Cake:
         self.store.add_session(row)
         allocation: Allocation | None = None
         try:
-            progress(f"starting session {session_id} on {target.describe()}")
+            progress(f"starting session {session_id} on {target.describe()}", transient=True)
             allocation = backend.allocate(target, session_dir, progress)
             self.store.update_session(session_id, allocation=json.dumps(allocation.data))
             info = backend.start_nanny(allocation, target, progress, timeout)
@@ -195,6 +207,8 @@ class Cake:
         timeout: float,
     ) -> Handle:  # fmt: skip
         channel = backend.open_channel(allocation, info)
+        row.allocation = json.dumps(allocation.data)  # the channel may have recorded its local ports
+        self.store.update_session(row.id, allocation=row.allocation)
         remote = RemoteSession(channel, label=f"{row.id} ({row.name})")
         engine.run(remote.connect(timeout))
         handle = Handle(row, target, backend, allocation, remote, self)
@@ -207,7 +221,7 @@ class Cake:
         if cached is not None:
             return cached
         backend = get_backend(row.backend)
-        allocation = Allocation(row.backend, Path(row.session_dir), row.allocation_data)
+        allocation = self._allocation(row)
         info_path = Path(row.session_dir) / CONNECTION_FILE
         if backend.status(allocation) != "running" or not info_path.exists():
             self.mark_stopped(row)
@@ -221,21 +235,24 @@ class Cake:
             return None
 
     def mark_stopped(self, row: SessionRow, reason: str | None = None) -> None:
-        """Record that a session ended, with the nanny's own reason when it left one."""
+        """Record that a session ended, with the nanny's or the backend's reason when there is one."""
         stored = self.store.session(row.id)
         if reason is None and stored is not None and stored.state in ("stopped", "failed"):
             return  # already recorded, with the better-informed reason
-        state_file = Path(row.session_dir) / "state.json"
-        if reason is None and state_file.exists():
+        if reason is None:
             try:
-                reason = json.loads(state_file.read_text()).get("reason")
-            except (OSError, ValueError):
+                reason = get_backend(row.backend).ended_reason(self._allocation(stored or row))
+            except Exception:  # noqa: BLE001 - a reason is nice to have; recording the end is not optional
                 reason = None
         self.store.update_session(row.id, state="stopped", reason=reason or "the session is no longer running")
         self._close_runs(row)
         handle = self._handles.pop(row.id, None)
         if handle is not None:
             handle.close()
+
+    @staticmethod
+    def _allocation(row: SessionRow) -> Allocation:
+        return Allocation(row.backend, Path(row.session_dir), row.allocation_data)
 
     def gone(self, row: SessionRow) -> SessionGone:
         """Record that ``row`` ended and build the error that tells the user why and what to do."""
@@ -286,7 +303,7 @@ class Cake:
             except CakeError:
                 pass
             handle.close()
-        backend.release(Allocation(row.backend, Path(row.session_dir), row.allocation_data))
+        backend.release(self._allocation(row))
         self.mark_stopped(row, reason=reason)
 
     # -- lookups ------------------------------------------------------------------------------------------

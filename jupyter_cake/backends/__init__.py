@@ -14,7 +14,6 @@ ENTRY_POINT_GROUP = "jupyter_cake.backends"
 
 # Backends that are part of Cake's plan but not in this build, and the extra that will bring them.
 _PLANNED = {
-    "slurm": ("the direct Slurm backend", "jupyter-cake"),
     "kubernetes": ("the Kubernetes backend", "jupyter-cake[k8s]"),
     "sky": ("the SkyPilot backend", "jupyter-cake[sky]"),
 }

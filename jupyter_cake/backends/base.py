@@ -15,14 +15,23 @@ their own; ``jupyter_cake.backends.get_backend`` loads them lazily.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from jupyter_cake.targets import Target
 
-Progress = Callable[[str], None]
+
+class Progress(Protocol):
+    """Where a backend reports what it is doing while a session starts. ``transient`` messages
+    (e.g. "job 42 PENDING (Resources), 12 s") replace each other in place; others stay."""
+
+    def __call__(self, text: str, transient: bool = False) -> None: ...
+
+
+def no_progress(text: str, transient: bool = False) -> None:
+    """A Progress that discards everything."""
 
 # A session nobody asked to keep stops after this long without execution or client requests, so a
 # forgotten notebook never holds a GPU (or this machine's memory) forever. `--idle-minutes` overrides.
@@ -82,6 +91,11 @@ class Channel:
     def close(self) -> None:
         """Tear down tunnels, if the backend opened any."""
 
+    def repair(self) -> bool:
+        """Re-establish a dropped transport (e.g. an SSH master). True if something was repaired,
+        so a failed liveness check is worth retrying."""
+        return False
+
 
 class Backend(abc.ABC):
     name: ClassVar[str]
@@ -114,3 +128,15 @@ class Backend(abc.ABC):
 
     def price_per_hour(self, target: Target) -> float | None:
         return None
+
+    def describe(self, allocation: Allocation) -> str:
+        """Where the session runs, for status tables (job id, node, pod...)."""
+        return ""
+
+    def ended_reason(self, allocation: Allocation) -> str | None:
+        """Why a session is gone, as the nanny recorded it (state.json in the session directory)."""
+        try:
+            reason = json.loads((allocation.session_dir / "state.json").read_text()).get("reason")
+        except (OSError, ValueError):
+            return None
+        return str(reason) if reason else None

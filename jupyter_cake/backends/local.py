@@ -140,6 +140,10 @@ class LocalBackend(Backend):
         # Same machine: the kernel's own loopback ports are the channel.
         return Channel(connection=info.connection, nanny_url=f"tcp://127.0.0.1:{info.nanny_port}")
 
+    def describe(self, allocation: Allocation) -> str:
+        pid = allocation.data.get("pid")
+        return f"pid {pid} on this machine" if pid else ""
+
     def status(self, allocation: Allocation) -> str:
         pid = allocation.data.get("pid")
         return "running" if pid and _pid_alive(int(pid)) else "stopped"

@@ -63,12 +63,32 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _kernel_command(python: str, env: dict[str, str]) -> list[str]:
+    """How to start the kernel launcher. When the nanny was shipped to a node without Cake installed
+    (CAKE_NANNY_ROOT names the unpacked folder), the kernel imports the launcher from that folder
+    and then takes it off sys.path and PYTHONPATH, so user code never sees the shipped files."""
+    root = env.pop("CAKE_NANNY_ROOT", None)
+    if not root:
+        return [python, "-m", "jupyter_cake.nanny.kernel"]
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    else:
+        env.pop("PYTHONPATH", None)
+    boot = (
+        f"import sys; sys.path.insert(0, {root!r}); import jupyter_cake.nanny.kernel as launcher; "
+        "sys.path.remove(sys.path[0]); launcher.main(sys.argv[1:])"
+    )
+    return [python, "-c", boot]
+
+
 def spawn_kernel(args: argparse.Namespace, connection_file: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, JPY_PARENT_PID=str(os.getpid()))  # the kernel exits if the nanny dies
     env.pop(RESPONSE_TOKEN_ENV, None)
+    command = _kernel_command(args.python, env)
     with open(args.session_dir / "kernel.log", "ab") as kernel_log:
         return subprocess.Popen(
-            [args.python, "-m", "jupyter_cake.nanny.kernel", "-f", str(connection_file)],
+            [*command, "-f", str(connection_file)],
             env=env,
             cwd=args.workdir or None,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,198 @@
+"""The sbatch script of a Cake session, generated from a template with every user value validated
+or quoted.
+
+Two kinds of values reach the script and each has one rule:
+- ``#SBATCH`` directives are read by sbatch, not by a shell, but a newline would start a new line of
+  script: their values must match a strict pattern (or, for free-form extra options, contain no line
+  break), else the target is refused with a message saying which value and why.
+- Environment values end up in shell ``export`` lines: they are quoted with ``shlex.quote`` and so
+  reach the kernel verbatim, whatever they contain.
+The only unquoted shell text is the target's ``setup`` option, which is shell by definition and comes
+from the user's own targets file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import shlex
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jupyter_cake.errors import CakeError
+from jupyter_cake.targets import Target
+
+REMOTE_HOME = ".cache/jupyter-cake"  # relative to the login directory (the user's home)
+
+_SAFE = {
+    "partition": re.compile(r"^[A-Za-z0-9_.,-]+$"),
+    "account": re.compile(r"^[A-Za-z0-9_.-]+$"),
+    "qos": re.compile(r"^[A-Za-z0-9_.-]+$"),
+    "time": re.compile(r"^[0-9][0-9:-]*$"),
+    "constraint": re.compile(r"^[A-Za-z0-9_.&|,\[\]*()-]+$"),
+}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    session_id: str
+    python: str = "python3"
+    partition: str | None = None
+    gres: str | None = None
+    cpus: int | None = None
+    mem_mb: int | None = None
+    nodes: int = 1
+    time: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    setup: str | None = None
+    idle_minutes: float = 0.0
+    workdir: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def session_dir(self) -> str:
+        """Where the nanny keeps its files, relative to the remote home (journal survives the job)."""
+        return f"{REMOTE_HOME}/sessions/{self.session_id}"
+
+
+def _checked(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _SAFE[name].match(value):
+        raise CakeError(
+            f"The Slurm {name} {value!r} contains characters Slurm doesn't allow there (allowed: letters, digits "
+            f"and {'_.,-' if name == 'partition' else '_.-'}). Fix the target's {name}."
+        )
+    return value
+
+
+def _extra_options(text: str | None) -> tuple[str, ...]:
+    """Free-form sbatch options from the targets file: a JSON list of strings, or one string."""
+    if not text:
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = [text]
+    options = [value] if isinstance(value, str) else value
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise CakeError(f"sbatch options must be a list of strings, e.g. sbatch = [\"--exclusive\"], not {text!r}.")
+    for option in options:
+        if "\n" in option or "\r" in option or not option.startswith("-"):
+            raise CakeError(f"The sbatch option {option!r} must be one line starting with '-', e.g. \"--exclusive\".")
+    return tuple(options)
+
+
+def job_spec(target: Target, session_id: str, idle_minutes: float) -> JobSpec:
+    options = target.options_dict()
+    parts = target.infra_parts
+    gres = None
+    if target.gpus is not None:
+        gres = f"gpu:{target.gpus.name}:{target.gpus.count}" if target.gpus.name else f"gpu:{target.gpus.count}"
+    return JobSpec(
+        session_id=session_id,
+        python=options.get("python", "python3"),
+        partition=_checked("partition", parts[2] if len(parts) > 2 else options.get("partition")),
+        gres=gres,
+        cpus=int(target.cpus.value) if target.cpus is not None else None,
+        mem_mb=int(target.memory.value * 1024) if target.memory is not None else None,
+        nodes=target.nodes,
+        time=_checked("time", options.get("time")),
+        account=_checked("account", options.get("account")),
+        qos=_checked("qos", options.get("qos")),
+        constraint=_checked("constraint", options.get("constraint")),
+        extra=_extra_options(options.get("sbatch")),
+        env=target.env,
+        setup=options.get("setup"),
+        idle_minutes=idle_minutes,
+        workdir=target.workdir,
+    )
+
+
+def nanny_archive() -> tuple[str, str]:
+    """(base64 tar.gz, short hash) of the nanny package: standard library + ipykernel only, so it runs
+    on any node with a Python that has ipykernel, without installing Cake there. Deterministic, so
+    the hash names a cache directory shared by all sessions of this Cake version."""
+    package = Path(__file__).resolve().parents[2]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
+        stub = b'"""Only the nanny of Cake, shipped to the node by the Slurm backend."""\n'
+        _add(tar, "jupyter_cake/__init__.py", stub)
+        for path in sorted((package / "nanny").glob("*.py")):
+            _add(tar, f"jupyter_cake/nanny/{path.name}", path.read_bytes())
+    data = buffer.getvalue()
+    return base64.b64encode(data).decode("ascii"), hashlib.sha256(data).hexdigest()[:12]
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def render(spec: JobSpec, archive: str, archive_hash: str) -> str:
+    q = shlex.quote
+    directives = [
+        f"--job-name=cake-{spec.session_id}",
+        f"--output={spec.session_dir}/slurm-%j.out",
+        f"--nodes={spec.nodes}",
+        "--ntasks-per-node=1",
+    ]
+    if spec.partition:
+        directives.append(f"--partition={spec.partition}")
+    if spec.cpus:
+        directives.append(f"--cpus-per-task={spec.cpus}")
+    if spec.mem_mb:
+        directives.append(f"--mem={spec.mem_mb}M")
+    if spec.gres:
+        directives.append(f"--gres={spec.gres}")
+    for name in ("time", "account", "qos", "constraint"):
+        value = getattr(spec, name)
+        if value:
+            directives.append(f"--{name}={value}")
+    directives.extend(spec.extra)
+    lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), ""]
+    lines.append("# Cake session " + spec.session_id + ": starts the nanny (which starts the kernel) in this allocation.")
+    lines.append("set -u")
+    if spec.env:
+        lines.append("# Environment from the target (values quoted: they reach the kernel verbatim).")
+        lines.extend(f"export {key}={q(value)}" for key, value in spec.env)
+    if spec.setup:
+        lines.append("# Site setup from the target's `setup` option (shell, from your targets file).")
+        lines.append(spec.setup)
+    lines += [
+        f"CAKE_HOME=\"$HOME\"/{q(REMOTE_HOME)}",
+        f"SESSION_DIR=\"$HOME\"/{q(spec.session_dir)}",
+        f"NANNY=\"$CAKE_HOME/nanny-{archive_hash}\"",
+        f"PYTHON={q(spec.python)}",
+        'fail() { echo "cake-error: $*" >&2; exit 3; }',
+        'command -v "$PYTHON" >/dev/null 2>&1 || fail "no $PYTHON on $(hostname); set the target option python = \\"/path/to/python3\\" or a setup command such as \\"module load python\\""',
+        '"$PYTHON" -c "import ipykernel, cloudpickle" 2>/dev/null || fail "$PYTHON on $(hostname) lacks ipykernel or cloudpickle; install them with: $PYTHON -m pip install --user ipykernel cloudpickle"',
+        'if [ ! -d "$NANNY" ]; then',
+        '  mkdir -p "$CAKE_HOME" && tmp=$(mktemp -d "$CAKE_HOME/.nanny.XXXXXX") || fail "cannot write to $CAKE_HOME"',
+        "  base64 -d > \"$tmp/nanny.tgz\" <<'CAKE_NANNY_ARCHIVE'",
+        *(archive[i : i + 76] for i in range(0, len(archive), 76)),
+        "CAKE_NANNY_ARCHIVE",
+        '  tar -xzf "$tmp/nanny.tgz" -C "$tmp" && rm -f "$tmp/nanny.tgz"',
+        '  mv -T "$tmp" "$NANNY" 2>/dev/null || rm -rf "$tmp"  # another job may have unpacked it first',
+        "fi",
+    ]
+    workdir = f"--workdir {q(spec.workdir)} " if spec.workdir else ""
+    lines += [
+        "# srun: the nanny runs as a job step, bound to the allocation's CPUs and GPUs.",
+        "exec srun --ntasks=1 --nodes=1 --kill-on-bad-exit=1 \\",
+        '  env CAKE_NANNY_ROOT="$NANNY" PYTHONPATH="$NANNY${PYTHONPATH:+:$PYTHONPATH}" \\',
+        f'  "$PYTHON" -m jupyter_cake.nanny --session-dir "$SESSION_DIR" --idle-minutes {spec.idle_minutes:g} {workdir}\\',
+        '  --release-command "[\\"scancel\\", \\"$SLURM_JOB_ID\\"]"',
+        "",
+    ]
+    return "\n".join(lines)
