@@ -7,7 +7,7 @@ demo:
 
 test:
 	@tools/ensure-venv.sh test,demo
-	.venv/bin/python -m pytest
+	tools/test.sh
 
 bench:
 	@tools/ensure-venv.sh test,bench

@@ -78,7 +78,7 @@ class SSHConnection:
                 "Check the host name, your network/VPN, and `ssh " + self.host + "` in a terminal."
             ) from None
         if done.returncode != 0:
-            detail = stderr.strip() or f"ssh exited with code {done.returncode}"
+            detail = stderr.strip().rstrip(".") or f"ssh exited with code {done.returncode}"
             hint = "check your SSH key and ~/.ssh/config for it" if "Permission denied" in detail else "check that the host is reachable and `ssh " + self.host + "` works in a terminal"
             raise CakeError(f"Could not connect to {self.host!r}: {detail}. Fix: {hint}.")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from jupyter_cake.manager import Cake
+from jupyter_cake.store import SessionRow
 from jupyter_cake.relay import journal_text
 
 COMMANDS = ("use", "push", "pull", "status", "targets", "runs", "attach", "logs", "interrupt", "down", "help")
@@ -42,11 +44,20 @@ def status_table(cake: Cake, show_all: bool = False) -> str:
         cost = "-"
         if fresh.price_per_hour:
             cost = f"${fresh.price_per_hour:.2f}/h, ${fresh.price_per_hour * (now - fresh.created) / 3600:.2f} so far"
-        rows.append((fresh.id, fresh.name, fresh.state, _ago(now - fresh.created), idle, autostop, cost,
+        where = _where(cake, fresh) if fresh.state in ("running", "starting") else ""
+        rows.append((fresh.id, fresh.name, fresh.state, where, _ago(now - fresh.created), idle, autostop, cost,
                      fresh.reason if fresh.state not in ("running", "starting") else ""))  # fmt: skip
     if not rows:
         return "No live Cake sessions. Start one with `%cake use local` (or `%cake use <target>`)."
-    return table(("SESSION", "NAME", "STATE", "UPTIME", "IDLE", "AUTOSTOP IN", "COST", "NOTE"), rows)
+    return table(("SESSION", "NAME", "STATE", "WHERE", "UPTIME", "IDLE", "AUTOSTOP IN", "COST", "NOTE"), rows)
+
+
+def _where(cake: Cake, row: SessionRow) -> str:
+    """Backend's own words for where the session runs: job id, node, partition, GPUs..."""
+    from jupyter_cake.backends import get_backend
+    from jupyter_cake.backends.base import Allocation
+
+    return get_backend(row.backend).describe(Allocation(row.backend, Path(row.session_dir), row.allocation_data))
 
 
 def targets_table() -> str:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Notebook, nanny_pids, open_notebook, text
+from helpers import Notebook, nanny_pids, open_notebook, text
 
 from jupyter_cake.store import Store
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import Notebook, text
+from helpers import Notebook, text
 
 
 def _stream_messages(nb: Notebook) -> list[tuple[float, dict]]:

@@ -80,7 +80,7 @@ def test_session_keys_live_only_in_owner_only_files(notebook_session_dir: Path) 
 
 @pytest.fixture
 def notebook_session_dir() -> Path:
-    from conftest import open_notebook
+    from helpers import open_notebook
 
     nb = open_notebook()
     try:

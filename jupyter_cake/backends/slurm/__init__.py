@@ -29,7 +29,8 @@ from jupyter_cake.ssh import SSHConnection
 from jupyter_cake.targets import Target
 
 POLL_S = 0.25
-PENDING_TIMEOUT_S = 600.0  # how long `%cake use` waits in the queue unless --timeout says otherwise
+PENDING_TIMEOUT_S = 600.0
+RELEASE_WAIT_S = 15.0  # how long `%cake use` waits in the queue unless --timeout says otherwise
 KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
@@ -136,7 +137,7 @@ class SlurmBackend(Backend):
         message = " ".join(line.replace("sbatch: error:", "").strip() for line in stderr.strip().splitlines())
         fix = "check the partition, resources and account of the target."
         if "partition" in message.lower():
-            partitions = shell.text(["sinfo", "-h", "-o", "%P"]).split()
+            partitions = [p.replace("*", " (default)") for p in shell.text(["sinfo", "-h", "-o", "%P"]).split()]
             fix = f"use one of the partitions: {', '.join(partitions) or '(sinfo shows none)'}."
         elif gres and ("node configuration" in message or "gres" in message.lower()):
             offered = sorted(set(shell.text(["sinfo", "-h", "-o", "%G"]).split()) - {"(null)"})
@@ -277,12 +278,20 @@ class SlurmBackend(Backend):
     def release(self, allocation: Allocation) -> None:
         data = allocation.data
         shell = Shell(data, allocation.session_dir.name)
-        if data.get("job_id"):
+        job = data.get("job_id")
+        if job:
             try:
-                shell.run(["scancel", str(data["job_id"])], timeout=30)
+                shell.run(["scancel", str(job)], timeout=30)
+                # Wait (briefly) until Slurm has really let go, so `squeue` right after shows it gone.
+                deadline = time.monotonic() + RELEASE_WAIT_S
+                while self._queue_state(shell, str(job))[0] and time.monotonic() < deadline:
+                    time.sleep(POLL_S)
             except (CakeError, subprocess.TimeoutExpired):
                 pass  # unreachable login node: the nanny's idle release still frees the job
-        for ssh in {shell.ssh, self._node_shell(data, allocation.session_dir.name).ssh} if data.get("node") else {shell.ssh}:
+        connections = [shell.ssh]
+        if data.get("node"):
+            connections.append(self._node_shell(data, allocation.session_dir.name).ssh)
+        for ssh in connections:
             if ssh is not None:
                 ssh.close()
 

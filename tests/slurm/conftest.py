@@ -1,0 +1,65 @@
+"""The real local Slurm cluster brought up by tests/infra/slurm-up.sh (`make test` does it).
+
+Named targets for the tests: `hpc` reaches the cluster through the key-only sshd on 127.0.0.1 acting
+as login node (host alias cake-login); `hpc-local` uses this machine as the login node (sbatch on PATH).
+The remote Python is this venv's (it has ipykernel and cloudpickle, as a cluster's Python would).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slurm_jobs import SLURM_ROOT, SSH_CONFIG, squeue_jobs
+
+
+@pytest.fixture(scope="session")
+def slurm(cake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    env_file = SLURM_ROOT / "env.sh"
+    if not env_file.exists():
+        pytest.fail(f"No local Slurm cluster: run `sudo tests/infra/slurm-up.sh` first (`make test` does). {env_file} is missing.")
+    os.environ["SLURM_CONF"] = str(SLURM_ROOT / "etc" / "slurm.conf")
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    if "UP" not in ping.stdout:
+        pytest.fail(f"The local Slurm controller is not up ({ping.stdout.strip() or ping.stderr.strip()}); run tests/infra/slurm-up.sh.")
+    bare = tmp_path_factory.mktemp("bare-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = sys.executable
+    config = f"""
+[targets.hpc]
+infra = "slurm/cake-login/debug"
+python = "{python}"
+ssh_config = "{SSH_CONFIG}"
+
+[targets.hpc-local]
+infra = "slurm/cakecluster/debug"
+python = "{python}"
+
+[targets.hpc-unreachable]
+infra = "slurm/cake-unreachable"
+ssh_config = "{SSH_CONFIG}"
+
+[targets.hpc-badkey]
+infra = "slurm/cake-badkey"
+ssh_config = "{SSH_CONFIG}"
+
+[targets.hpc-nopython]
+infra = "slurm/cake-login/debug"
+python = "/nonexistent/python3"
+ssh_config = "{SSH_CONFIG}"
+
+[targets.hpc-noipykernel]
+infra = "slurm/cake-login/debug"
+python = "{bare / 'bin' / 'python'}"
+ssh_config = "{SSH_CONFIG}"
+"""
+    Path(os.environ["CAKE_CONFIG"]).write_text(config)
+    before = squeue_jobs()
+    yield SLURM_ROOT
+    leftover = squeue_jobs() - before
+    subprocess.run(["scancel", *leftover], capture_output=True)
+    assert not leftover, f"tests left Slurm jobs behind: {sorted(leftover)}"

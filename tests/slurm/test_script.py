@@ -1,0 +1,93 @@
+"""Generated sbatch scripts: golden files, and proof that user values cannot inject shell commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
+from jupyter_cake.errors import CakeError
+from jupyter_cake.targets import parse_target
+
+GOLDEN = Path(__file__).parent / "golden"
+EVIL = ["; touch {marker}", "$(touch {marker})", "`touch {marker}`", "'; touch {marker}; '", '"$(touch {marker})"',
+        "line1\ntouch {marker}\n", "\\'$HOME\\\"", "-- --partition=other"]  # fmt: skip
+
+
+def _script(spec_text: str, **named: object) -> str:
+    target = parse_target(spec_text, {"t": named} if named else None)
+    return render(job_spec(target, "s-0123abcd", 30.0), "QVJDSElWRQ==", "feedbeef0000")
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "named"),
+    [
+        ("minimal", "slurm/hpc", {}),
+        ("gpu_partition", "slurm/hpc/gpu --gpus A100:2 --cpus 8 --memory 32 --env HF_HOME=/scratch/hf", {}),
+        ("named_full", "t", {"infra": "slurm/hpc/long", "gpus": "H100:8", "nodes": 2, "account": "proj42", "qos": "high",
+                             "time": "1-00:00:00", "sbatch": ["--exclusive", "--mail-type=END"], "python": "/opt/py/bin/python3",
+                             "setup": "module load cuda/12.4", "workdir": "/scratch/me/run"}),
+    ],
+)  # fmt: skip
+def test_generated_scripts_match_golden_files(name: str, spec: str, named: dict[str, object]) -> None:
+    script = _script(spec, **named)
+    golden = GOLDEN / f"{name}.sbatch"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(script)
+    assert script == golden.read_text()
+
+
+@pytest.mark.parametrize("evil", EVIL)
+def test_env_values_reach_the_job_verbatim_and_run_nothing(tmp_path: Path, evil: str) -> None:
+    marker = tmp_path / "pwned"
+    value = evil.format(marker=marker)
+    script = render(
+        job_spec(parse_target(["slurm/hpc", "--env", f"CAKE_EVIL={value}"]), "s-0123abcd", 1.0), "QQ==", "0" * 12
+    )
+    # Execute the script's preamble (directives, environment) in bash, then print the value back.
+    preamble = script[: script.index("CAKE_HOME=")]
+    probe = preamble + 'printf %s "$CAKE_EVIL"\n'
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout == value
+    assert not marker.exists()
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+@pytest.mark.parametrize("field", ["partition", "account", "qos", "time"])
+@pytest.mark.parametrize("evil", ["gpu;id", "$(id)", "`id`", "a'b", "a\nb", "a b"])
+def test_directive_values_with_shell_characters_are_refused(field: str, evil: str) -> None:
+    named = {"infra": "slurm/hpc", field: evil}
+    with pytest.raises(CakeError, match=field):
+        _script("t", **named)
+
+
+def test_partition_in_the_infra_string_is_checked_too() -> None:
+    with pytest.raises(CakeError, match="partition"):
+        _script("slurm/hpc/gpu$(id)")
+
+
+@pytest.mark.parametrize("option", ["--comment=ok\n#SBATCH --partition=evil", "no-dash", "--x\r--y"])
+def test_free_form_sbatch_options_must_be_single_lines(option: str) -> None:
+    with pytest.raises(CakeError, match="sbatch option"):
+        _script("t", infra="slurm/hpc", sbatch=[option])
+
+
+def test_session_names_never_reach_the_script() -> None:
+    script = _script("t", infra="slurm/hpc")
+    assert "--job-name=cake-s-0123abcd" in script  # the job is named by the session id only
+
+
+def test_the_nanny_archive_is_deterministic_and_self_contained(tmp_path: Path) -> None:
+    import base64
+    import io
+    import tarfile
+
+    first, digest = nanny_archive()
+    assert nanny_archive() == (first, digest)
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(first))) as tar:
+        names = tar.getnames()
+    assert "jupyter_cake/nanny/nanny.py" in names and "jupyter_cake/nanny/kernel.py" in names
+    assert not [n for n in names if not n.startswith("jupyter_cake/") or "/backends/" in n]

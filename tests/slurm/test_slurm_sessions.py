@@ -1,0 +1,157 @@
+"""Sessions on a real Slurm cluster (tests/infra/slurm-up.sh): what a notebook user sees."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import open_notebook, text
+from slurm_jobs import SSH_CONFIG, squeue_jobs
+from jupyter_cake.store import Store
+
+pytestmark = pytest.mark.usefixtures("slurm")
+
+
+def _cake(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jupyter_cake.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def _job_of(name: str) -> str:
+    row = Store().live_session(name, "")
+    assert row is not None, f"no live session {name}"
+    return str(row.allocation_data["job_id"])
+
+
+def _in_queue(job: str) -> bool:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True)
+    return job in out.stdout.split()
+
+
+def test_gpu_session_over_ssh_behaves_like_local() -> None:
+    nb = open_notebook()
+    try:
+        nb.run("%cake use hpc --gpus t4:1 --name slurm-a --new")
+        job = _job_of("slurm-a")
+        cell = nb.run("%%cake\nimport os\nprint(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['SLURM_JOB_ID'])")
+        assert text(cell) == f"0 {job}\n"
+
+        started = time.time()
+        nb.run("%%cake\nimport sys, time\nfor i in range(8):\n    print(i); print('e', file=sys.stderr); time.sleep(0.2)")
+        first = next(t for t, m in nb.client.received if m["header"]["msg_type"] == "stream")
+        assert first - started < 1.0
+
+        cell = nb.run("%%cake\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+
+        error = nb.fails("%%cake\n{}['missing']")
+        assert "KeyError" in error and "missing" in error
+
+        timer = threading.Timer(1.5, nb.interrupt)
+        timer.start()
+        t0 = time.time()
+        assert "KeyboardInterrupt" in nb.fails("%%cake\ntime.sleep(60)")
+        assert time.time() - t0 - 1.5 < 2.0
+
+        nb.run("import numpy as np\nblob = np.arange(2_500_000, dtype=np.float64)")  # 20 MB
+        nb.run("%%cake --push blob --pull doubled\ndoubled = blob * 2")
+        assert text(nb.run("print(bool((doubled == blob * 2).all()))")) == "True\n"
+
+        status = _cake("status")
+        line = next(ln for ln in status.stdout.splitlines() if "slurm-a" in ln)
+        assert f"job {job} on" in line and "(debug)" in line and "gpu:t4:1" in line
+        nb.run("%cake down")
+        assert not _in_queue(job)
+    finally:
+        nb.close()
+
+
+def test_two_sessions_detach_restart_and_attach() -> None:
+    nb = open_notebook()
+    try:
+        nb.run("%cake use hpc-local --name slurm-b --new")
+        cell = nb.run("%%cake --target hpc\nimport os\nprint(os.environ['SLURM_JOB_ID'])")
+        other_job = text(cell).strip().splitlines()[-1]
+        job = _job_of("slurm-b")
+        assert other_job != job and _in_queue(job) and _in_queue(other_job)  # two allocations at once
+        cell = nb.run(
+            "%%cake --detach\nimport time\nfor i in range(5):\n    print(f'step {i}', flush=True)\n    time.sleep(0.3)\nresult = 'kept'"
+        )
+        run_id = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
+    finally:
+        nb.close()  # like a notebook kernel restart: the sessions stay
+    nb = open_notebook()
+    try:
+        assert "re-attached" in text(nb.run("%cake use hpc-local --name slurm-b"))
+        assert text(nb.run(f"%cake attach {run_id}")) == "".join(f"step {i}\n" for i in range(5))
+        assert text(nb.run("%%cake\nprint(result)")) == "kept\n"
+        nb.run("%cake down")
+        nb.run("%cake down hpc")
+        assert not _in_queue(job) and not _in_queue(other_job)
+    finally:
+        nb.close()
+
+
+def test_scancel_from_outside_fails_the_running_cell_and_marks_the_session_dead() -> None:
+    nb = open_notebook()
+    try:
+        nb.run("%cake use hpc-local --name slurm-c --new")
+        job = _job_of("slurm-c")
+        threading.Timer(1.0, lambda: subprocess.run(["scancel", job])).start()
+        t0 = time.time()
+        error = nb.fails("%%cake\nimport time\ntime.sleep(60)")
+        assert time.time() - t0 < 15
+        assert f"Slurm allocation (job {job}) ended" in error
+        assert Store().live_session("slurm-c", "") is None
+    finally:
+        nb.close()
+
+
+def test_idle_session_cancels_its_own_job() -> None:
+    nb = open_notebook()
+    try:
+        nb.run("%cake use hpc --name slurm-idle --new --idle-minutes 0.05")
+        job = _job_of("slurm-idle")
+        deadline = time.time() + 30
+        while _in_queue(job) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _in_queue(job), "the idle session's job is still in the queue"
+        status = _cake("status", "--all").stdout
+        line = next(ln for ln in status.splitlines() if "slurm-idle" in ln)
+        assert "idle for 0.05 minutes" in line
+    finally:
+        nb.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (f"slurm/cake-login/nope --option ssh_config={SSH_CONFIG}", ["Slurm refused the job", "partition", "debug"]),
+        ("slurm/cakecluster/nope --option python=/x", ["Slurm refused the job", "debug"]),
+        ("hpc-local --gpus a100:1 --name bad-gres --new", ["Slurm refused the job", "gpu:t4:1"]),
+        ("hpc-unreachable --name unreachable --new", ["cake-unreachable", "Connection refused"]),
+        ("hpc-badkey --name badkey --new", ["cake-badkey", "Permission denied", "SSH key"]),
+        ("hpc-nopython --name nopython --new", ["/nonexistent/python3", "python"]),
+        ("hpc-noipykernel --name noipykernel --new", ["lacks ipykernel", "pip install --user ipykernel cloudpickle"]),
+    ],
+)
+def test_start_failures_are_clear_and_leave_no_job(spec: str, expected: list[str], cake_data_dir: Path) -> None:
+    before = squeue_jobs()
+    live_before = len(Store().sessions(live_only=True))
+    nb = open_notebook()
+    try:
+        t0 = time.time()
+        error = nb.fails(f"%cake use {spec}")
+        assert time.time() - t0 < 40
+        for fragment in expected:
+            assert fragment in error, f"{fragment!r} not in: {error[-600:]}"
+        assert "Traceback" not in error.split("CakeError")[-1]
+    finally:
+        nb.close()
+    assert squeue_jobs() <= before
+    assert len(Store().sessions(live_only=True)) == live_before
