@@ -32,7 +32,7 @@ def control_path(key: str) -> Path:
 class SSHConnection:
     def __init__(self, host: str, key: str, ssh_config: str | None = None, jump: str | None = None) -> None:
         self.host = host
-        self.ssh_config = ssh_config
+        self.ssh_config = os.path.expanduser(ssh_config) if ssh_config else None
         self.jump = jump
         self.socket = control_path(f"{key}:{host}:{jump}")
 
