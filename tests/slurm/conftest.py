@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,8 @@ ssh_config = "{SSH_CONFIG}"
     Path(os.environ["CAKE_CONFIG"]).write_text(config)
     before = squeue_jobs()
     yield SLURM_ROOT
-    leftover = squeue_jobs() - before
+    deadline = time.time() + 20  # cancelled jobs linger a moment in COMPLETING
+    while (leftover := squeue_jobs() - before) and time.time() < deadline:
+        time.sleep(0.5)
     subprocess.run(["scancel", *leftover], capture_output=True)
     assert not leftover, f"tests left Slurm jobs behind: {sorted(leftover)}"

@@ -13,6 +13,7 @@ import pytest
 
 from helpers import open_notebook, text
 from slurm_jobs import SSH_CONFIG, squeue_jobs
+from jupyter_cake.ssh import control_path
 from jupyter_cake.store import Store
 
 pytestmark = pytest.mark.usefixtures("slurm")
@@ -155,3 +156,47 @@ def test_start_failures_are_clear_and_leave_no_job(spec: str, expected: list[str
         nb.close()
     assert squeue_jobs() <= before
     assert len(Store().sessions(live_only=True)) == live_before
+
+
+def test_a_queued_job_shows_slurms_reason_in_place_and_timeout_cancels_it() -> None:
+    blocker = subprocess.run(["sbatch", "--parsable", "-c", "2", "--wrap", "sleep 120"], capture_output=True, text=True, check=True)
+    blocker_job = blocker.stdout.strip()
+    nb = open_notebook()
+    try:
+        deadline = time.time() + 20
+        while "RUNNING" not in subprocess.run(["squeue", "-h", "-j", blocker_job, "-o", "%T"], capture_output=True, text=True).stdout:
+            assert time.time() < deadline, "the blocking job never started"
+            time.sleep(0.2)
+        before = squeue_jobs()
+        t0 = time.time()
+        error = nb.fails("%cake use hpc-local --name queued --new --timeout 3")
+        assert 3 <= time.time() - t0 < 20
+        assert re.search(r"still PENDING \((Resources|Priority)\)", error) and "cancelled" in error
+        shown = [o for o in nb.nb.cells[-1].outputs if o.output_type == "display_data"]
+        assert len(shown) == 1  # one line, updated in place while waiting
+        assert re.search(r"PENDING \((Resources|Priority)\), waited [0-9]+ s", shown[0].data["text/plain"])
+        assert squeue_jobs() <= before  # the queued job was cancelled
+    finally:
+        subprocess.run(["scancel", blocker_job])
+        nb.close()
+
+
+def test_a_dropped_ssh_connection_is_re_established_and_the_session_goes_on() -> None:
+    nb = open_notebook()
+    try:
+        nb.run("%cake use hpc --name slurm-ssh --new")
+        nb.run("%%cake\nstate = 'survives'")
+        session = Store().live_session("slurm-ssh", "")
+        assert session is not None
+        socket_path = control_path(f"{session.id}:cake-login:None")
+        check = subprocess.run(["ssh", "-F", str(SSH_CONFIG), "-o", f"ControlPath={socket_path}", "-O", "check", "cake-login"],
+                               capture_output=True, text=True)  # fmt: skip
+        master = re.search(r"pid=(\d+)", check.stderr)
+        assert master, check.stderr
+        subprocess.run(["kill", master.group(1)])  # the connection drops (as on a network blip)
+        time.sleep(1.2)  # silent long enough for the next cell to check the channel
+        cell = nb.run("%%cake\nprint(state)", timeout=60)
+        assert text(cell) == "survives\n"
+        nb.run("%cake down")
+    finally:
+        nb.close()
