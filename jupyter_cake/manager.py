@@ -223,9 +223,12 @@ class Cake:
         backend = get_backend(row.backend)
         allocation = self._allocation(row)
         info_path = Path(row.session_dir) / CONNECTION_FILE
-        if backend.status(allocation) != "running" or not info_path.exists():
+        status = backend.status(allocation)
+        if status == "stopped":
             self.mark_stopped(row)
             return None
+        if status != "running" or row.state == "starting" or not info_path.exists():
+            return None  # queued, unreachable right now, or still being started by another process
         info = NannyInfo.from_report(json.loads(info_path.read_text()))
         target = Target.from_dict(json.loads(row.target_json))
         try:
@@ -249,6 +252,10 @@ class Cake:
         handle = self._handles.pop(row.id, None)
         if handle is not None:
             handle.close()
+        try:  # whatever is left of it (a job in COMPLETING, an SSH master) goes too
+            get_backend(row.backend).release(self._allocation(stored or row))
+        except Exception:  # noqa: BLE001 - best effort: the session is recorded as ended either way
+            pass
 
     @staticmethod
     def _allocation(row: SessionRow) -> Allocation:

@@ -26,6 +26,7 @@ Output = dict[str, Any]
 Sink = Callable[[Output], None]
 
 NANNY_TIMEOUT_S = 10.0
+IOPUB_GRACE_S = 1.0  # how long the idle status may trail the execute_reply before the journal fills in
 
 
 @dataclass
@@ -266,7 +267,7 @@ class RemoteSession:
 
     async def _finish(self, run_id: str, route: _Route) -> Outcome:
         try:
-            await route.done
+            await self._until_idle(run_id, route)
             reply_future = self._replies.get(run_id)
             reply = None
             if reply_future is not None:
@@ -282,6 +283,32 @@ class RemoteSession:
         finally:
             self._routes.pop(run_id, None)
             self._replies.pop(run_id, None)
+
+    async def _until_idle(self, run_id: str, route: _Route) -> None:
+        """Wait for the run's idle status on iopub. If the execute_reply arrives and the idle status
+        doesn't follow, iopub lost messages (a SUB socket that reconnected after a dropped tunnel
+        misses what was published meanwhile): the rest comes from the nanny's journal instead."""
+        reply = self._replies.get(run_id)
+        while not route.done.done():
+            waiting = {route.done} if reply is None or reply.done() else {route.done, reply}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if route.done.done() or reply is None or not reply.done():
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(route.done), IOPUB_GRACE_S)
+            except asyncio.TimeoutError:
+                await self._heal_from_journal(run_id, route)
+
+    async def _heal_from_journal(self, run_id: str, route: _Route) -> None:
+        for _ in range(20):  # the nanny journals from its own subscription: give it a moment to catch up
+            journal = await self.nanny("journal", run_id=run_id)
+            for entry in journal["entries"]:
+                self._deliver(route, _output_from_journal(entry))
+            if (journal.get("run") or {}).get("state", "running") != "running":
+                break
+            await asyncio.sleep(0.1)
+        if not route.done.done():
+            route.done.set_result(None)
 
     async def attach(self, run_id: str, sink: Sink) -> Outcome:
         """Replay everything ``run_id`` printed so far from the journal, then stream the rest live."""

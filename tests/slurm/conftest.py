@@ -66,3 +66,11 @@ ssh_config = "{SSH_CONFIG}"
         time.sleep(0.5)
     subprocess.run(["scancel", *leftover], capture_output=True)
     assert not leftover, f"tests left Slurm jobs behind: {sorted(leftover)}"
+
+
+@pytest.fixture(autouse=True)
+def show_queue_on_failure() -> Iterator[None]:
+    """The queue before each test, in the captured output that pytest prints when the test fails."""
+    out = subprocess.run(["squeue", "-o", "%i %j %T %r %M"], capture_output=True, text=True)
+    print("queue before the test:\n" + out.stdout)
+    yield

@@ -11,5 +11,6 @@ SSH_CONFIG = SLURM_ROOT / "ssh" / "ssh_config"
 
 
 def squeue_jobs() -> set[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    """Jobs that hold or wait for resources (a cancelled job may linger a moment as COMPLETING)."""
+    out = subprocess.run(["squeue", "-h", "-t", "PENDING,CONFIGURING,RUNNING", "-o", "%i"], capture_output=True, text=True, timeout=30)
     return set(out.stdout.split())

@@ -180,7 +180,12 @@ class SlurmBackend(Backend):
     @staticmethod
     def _queue_state(shell: Shell, job: str) -> tuple[str, str, str]:
         """(state, reason, nodes) from squeue; state '' once the job has left the queue."""
-        out = shell.text(["squeue", "-h", "-j", job, "-o", "%T|%r|%N"], timeout=30).strip()
+        done = shell.run(["squeue", "-h", "-j", job, "-o", "%T|%r|%N"], timeout=30)
+        out = done.stdout.decode(errors="replace").strip()
+        if done.returncode != 0:
+            if b"Invalid job id" in done.stderr:
+                return "", "", ""  # Slurm has already forgotten the job
+            raise CakeError(f"squeue failed: {done.stderr.decode(errors='replace').strip()}")
         if not out:
             return "", "", ""
         state, reason, nodes = (out.splitlines()[0].split("|") + ["", ""])[:3]
