@@ -302,6 +302,11 @@ class Cake:
     def down(self, row: SessionRow, reason: str = "stopped by the user (cake down)") -> None:
         row = self.store.session(row.id) or row  # the caller's copy may predate the allocation details
         backend = get_backend(row.backend)
+        if row.id not in self._handles and row.state == "running":
+            try:
+                self.connect(row)  # to ask the nanny itself, below
+            except CakeError:
+                pass
         handle = self._handles.pop(row.id, None)
         if handle is not None:
             # Ask the nanny first, so its own record says why it stopped; release frees the rest.

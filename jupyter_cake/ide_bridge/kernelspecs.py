@@ -1,0 +1,194 @@
+"""Install, list and remove Cake kernelspecs (``cake kernel install / list / remove``).
+
+A Cake kernelspec is an ordinary Jupyter kernelspec whose argv starts the proxy in
+``jupyter_cake.ide_bridge.kernel`` with the target line and a session name baked in::
+
+    cake kernel install slurm/hpc/gpu --gpus A100:1 --name hpc-a100
+
+Every frontend that lists kernelspecs (VS Code, PyCharm, JupyterLab, nbclient, jupyter console) then
+offers "Python 3 (Cake: slurm/hpc/gpu · A100:1)" and needs nothing else. The target line is kept as the
+user typed it (a named target stays a name), so edits to ``targets.toml`` apply at the next launch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_cake.errors import CakeError
+from jupyter_cake.targets import Target, resolve_target
+
+PROXY_MODULE = "jupyter_cake.ide_bridge.kernel"
+ON_SHUTDOWN = ("down", "keep")
+# jupyter_client refuses other kernel names (its own pattern, case-insensitive).
+_NAME_RE = re.compile(r"^[a-z0-9._-]+$", re.IGNORECASE)
+_SLUG_RE = re.compile(r"[^a-z0-9.]+")
+
+
+@dataclass
+class CakeKernelSpec:
+    """One installed Cake kernelspec, as `cake kernel list` shows it."""
+
+    name: str
+    display_name: str
+    target: str  # the target line, as given to `cake kernel install`
+    on_shutdown: str
+    resource_dir: str
+
+
+def default_name(target: Target) -> str:
+    """``cake-slurm-hpc-gpu-a100-1`` for ``slurm/hpc/gpu --gpus A100:1``: readable and stable."""
+    text = target.name or target.infra
+    if target.gpus is not None:
+        text += f"-{target.gpus.name or 'gpu'}-{target.gpus.count}"
+    return "cake-" + _SLUG_RE.sub("-", text.lower()).strip("-")
+
+
+def display_name(target: Target) -> str:
+    """What the frontend's kernel picker shows: the target and its GPUs, e.g.
+    ``Python 3 (Cake: slurm/hpc/gpu · A100:1 · 8 CPU)``."""
+    return f"Python 3 (Cake: {target.describe()})"
+
+
+def kernel_argv(target_line: str, name: str, on_shutdown: str, python: str | None = None) -> list[str]:
+    """The kernelspec argv. ``{connection_file}`` is filled in by the frontend at launch."""
+    return [
+        python or sys.executable, "-m", PROXY_MODULE, "-f", "{connection_file}",
+        "--target", target_line, "--name", name, "--on-shutdown", on_shutdown,
+    ]  # fmt: skip
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise CakeError(
+            f"Kernel name {name!r} is not allowed: Jupyter kernel names use only letters, digits, '.', '_' "
+            "and '-'. Pick another with --name, e.g. --name gpu-a100."
+        )
+    return name.lower()  # jupyter_client lower-cases names when it finds specs
+
+
+def install(
+    target_tokens: Sequence[str],
+    name: str | None = None,
+    display: str | None = None,
+    *,
+    user: bool = True,
+    prefix: str | None = None,
+    on_shutdown: str = "down",
+) -> CakeKernelSpec:
+    """Write a kernelspec for ``target_tokens`` (e.g. ``["local", "--cpus", "4"]``).
+
+    Where it goes follows ``jupyter kernelspec install``: the user's data dir (``user``), or
+    ``<prefix>/share/jupyter/kernels`` (``prefix``, e.g. ``sys.prefix`` for a virtualenv), else the
+    system-wide directory. The target is validated now, so a typo fails here rather than in the IDE.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from jupyter_cake.backends import get_backend
+
+    if not target_tokens:
+        raise CakeError("Which target? e.g. `cake kernel install local` or `cake kernel install slurm/hpc/gpu --gpus A100:1`.")
+    if on_shutdown not in ON_SHUTDOWN:
+        raise CakeError(f"--on-shutdown takes one of {', '.join(ON_SHUTDOWN)}, not {on_shutdown!r}.")
+    target = resolve_target(list(target_tokens))
+    get_backend(target.backend_name)  # an IDE would only show "kernel died": say it here instead
+    name = check_name(name or default_name(target))
+    spec: dict[str, Any] = {
+        "argv": kernel_argv(shlex.join(target_tokens), name, on_shutdown),
+        "display_name": display or display_name(target),
+        "language": "python",
+        # The proxy turns an interrupt_request into a remote interrupt; a signal would only reach
+        # the local proxy process, which is not where the code runs.
+        "interrupt_mode": "message",
+        "metadata": {
+            "debugger": False,
+            "cake": {"target": shlex.join(target_tokens), "on_shutdown": on_shutdown},
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="cake-kernelspec-") as tmp:
+        source = Path(tmp) / name
+        source.mkdir()
+        (source / "kernel.json").write_text(json.dumps(spec, indent=1, ensure_ascii=False), encoding="utf-8")
+        _copy_logos(source)
+        try:
+            where = KernelSpecManager().install_kernel_spec(str(source), name, user=user, prefix=prefix)
+        except PermissionError as exc:
+            raise CakeError(
+                f"Could not write the kernelspec ({exc.strerror}: {exc.filename}). Install it for your user "
+                "(the default), or into this environment with --sys-prefix."
+            ) from None
+    return CakeKernelSpec(name, spec["display_name"], shlex.join(target_tokens), on_shutdown, where)
+
+
+def _copy_logos(dest: Path) -> None:
+    """The Python logos ipykernel ships, so the kernel looks like Python in the pickers."""
+    try:
+        from ipykernel.kernelspec import RESOURCES
+    except ImportError:  # logos are cosmetic
+        return
+    for logo in Path(RESOURCES).glob("logo-*"):
+        shutil.copy(logo, dest / logo.name)
+
+
+def _as_cake_spec(name: str, info: dict[str, Any]) -> CakeKernelSpec | None:
+    spec = info.get("spec") or {}
+    argv = spec.get("argv") or []
+    if PROXY_MODULE not in argv:
+        return None
+    cake = (spec.get("metadata") or {}).get("cake") or {}
+    target = cake.get("target") or _argv_value(argv, "--target") or "?"
+    on_shutdown = cake.get("on_shutdown") or _argv_value(argv, "--on-shutdown") or "down"
+    return CakeKernelSpec(name, spec.get("display_name", name), target, on_shutdown, info.get("resource_dir", ""))
+
+
+def _argv_value(argv: Sequence[str], flag: str) -> str | None:
+    for i, token in enumerate(argv[:-1]):
+        if token == flag:
+            return argv[i + 1]
+    return None
+
+
+def list_specs() -> list[CakeKernelSpec]:
+    """Cake kernelspecs visible to Jupyter from here (same search path as ``jupyter kernelspec list``)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    found = []
+    for name, info in sorted(KernelSpecManager().get_all_specs().items()):
+        spec = _as_cake_spec(name, info)
+        if spec is not None:
+            found.append(spec)
+    return found
+
+
+def remove(names: Sequence[str]) -> list[CakeKernelSpec]:
+    """Remove Cake kernelspecs by name; other kernelspecs are refused, not touched."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    manager = KernelSpecManager()
+    specs = manager.get_all_specs()
+    removed: list[CakeKernelSpec] = []
+    for raw in names:
+        name = raw.lower()
+        if name not in specs:
+            have = ", ".join(s.name for s in list_specs()) or "none"
+            raise CakeError(f"No kernelspec named {raw!r}. Cake kernelspecs here: {have} (`cake kernel list`).")
+        spec = _as_cake_spec(name, specs[name])
+        if spec is None:
+            raise CakeError(
+                f"Kernelspec {raw!r} is not a Cake kernelspec; leaving it alone. "
+                f"`jupyter kernelspec remove {name}` removes other kernels."
+            )
+        try:
+            manager.remove_kernel_spec(name)
+        except PermissionError as exc:
+            raise CakeError(f"Could not remove {spec.resource_dir} ({exc.strerror}). Retry with the needed rights.") from None
+        removed.append(spec)
+    return removed
