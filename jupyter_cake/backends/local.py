@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
 from jupyter_cake.errors import CakeError
+from jupyter_cake.procs import pid_alive
 from jupyter_cake.targets import Target
 
 # Popen objects of nannies this process started, so finished ones are reaped instead of left as zombies.
@@ -29,14 +30,8 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 def _pid_alive(pid: int) -> bool:
     child = _children.get(pid)
     if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return child.poll() is None  # also reaps it, so a finished nanny is no zombie
+    return pid_alive(pid)
 
 
 def _tail(path: Path, lines: int = 20) -> str:

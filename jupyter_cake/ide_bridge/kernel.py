@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from jupyter_cake.errors import CakeError, SessionGone
+from jupyter_cake.procs import pid_alive
 
 if TYPE_CHECKING:
     from jupyter_client.session import Session
@@ -358,7 +359,7 @@ class Proxy:
             if now < next_tick:
                 continue
             next_tick = now + TICK_S
-            if os.getppid() != ppid or (parent_pid and not _alive(parent_pid)):
+            if os.getppid() != ppid or (parent_pid and not pid_alive(parent_pid)):
                 return ProxyExit("parent-gone", "the frontend that started this kernel has exited")
             if not self.gone and liveness is None and now - self.last_upstream > LIVENESS_EVERY_S:
                 assert self.handle is not None
@@ -618,16 +619,6 @@ def _quiet_engine_iopub(handle: Handle) -> None:
             sock.setsockopt(zmq.UNSUBSCRIBE, b"")
 
     engine.run(unsubscribe(), timeout=5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- entry point ------------------------------------------------------------------------------------
