@@ -237,7 +237,7 @@ class Cake:
             self.mark_stopped(row)
             return None
 
-    def mark_stopped(self, row: SessionRow, reason: str | None = None) -> None:
+    def mark_stopped(self, row: SessionRow, reason: str | None = None, release: bool = True) -> None:
         """Record that a session ended, with the nanny's or the backend's reason when there is one."""
         stored = self.store.session(row.id)
         if reason is None and stored is not None and stored.state in ("stopped", "failed"):
@@ -252,10 +252,11 @@ class Cake:
         handle = self._handles.pop(row.id, None)
         if handle is not None:
             handle.close()
-        try:  # whatever is left of it (a job in COMPLETING, an SSH master) goes too
-            get_backend(row.backend).release(self._allocation(stored or row))
-        except Exception:  # noqa: BLE001 - best effort: the session is recorded as ended either way
-            pass
+        if release:
+            try:  # whatever is left of it (a job in COMPLETING, an SSH master) goes too
+                get_backend(row.backend).release(self._allocation(stored or row))
+            except Exception:  # noqa: BLE001 - best effort: the session is recorded as ended either way
+                pass
 
     @staticmethod
     def _allocation(row: SessionRow) -> Allocation:
@@ -316,7 +317,7 @@ class Cake:
                 pass
             handle.close()
         backend.release(self._allocation(row))
-        self.mark_stopped(row, reason=reason)
+        self.mark_stopped(row, reason=reason, release=False)
 
     # -- lookups ------------------------------------------------------------------------------------------
     def find_session(self, ref: str) -> SessionRow:

@@ -11,6 +11,7 @@ SSH_CONFIG = SLURM_ROOT / "ssh" / "ssh_config"
 
 
 def squeue_jobs() -> set[str]:
-    """Jobs that hold or wait for resources (a cancelled job may linger a moment as COMPLETING)."""
-    out = subprocess.run(["squeue", "-h", "-t", "PENDING,CONFIGURING,RUNNING", "-o", "%i"], capture_output=True, text=True, timeout=30)
-    return set(out.stdout.split())
+    """Cake's and the tests' jobs that hold or wait for resources (a cancelled job may linger a moment
+    as COMPLETING; other users' jobs on the cluster are none of the tests' business)."""
+    out = subprocess.run(["squeue", "-h", "-t", "PENDING,CONFIGURING,RUNNING", "-o", "%i %j"], capture_output=True, text=True, timeout=30)
+    return {job for job, name in (line.split(maxsplit=1) for line in out.stdout.splitlines()) if name.startswith("cake-")}

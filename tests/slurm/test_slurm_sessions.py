@@ -159,7 +159,8 @@ def test_start_failures_are_clear_and_leave_no_job(spec: str, expected: list[str
 
 
 def test_a_queued_job_shows_slurms_reason_in_place_and_timeout_cancels_it() -> None:
-    blocker = subprocess.run(["sbatch", "--parsable", "-c", "2", "--wrap", "sleep 120"], capture_output=True, text=True, check=True)
+    blocker = subprocess.run(["sbatch", "--parsable", "-c", "2", "-J", "cake-test-blocker", "-o", "/dev/null", "--wrap", "sleep 120"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
     blocker_job = blocker.stdout.strip()
     nb = open_notebook()
     try:

@@ -29,8 +29,8 @@ from jupyter_cake.ssh import SSHConnection
 from jupyter_cake.targets import Target
 
 POLL_S = 0.25
-PENDING_TIMEOUT_S = 600.0
-RELEASE_WAIT_S = 15.0  # how long `%cake use` waits in the queue unless --timeout says otherwise
+PENDING_TIMEOUT_S = 600.0  # how long `%cake use` waits in the queue unless --timeout says otherwise
+RELEASE_WAIT_S = 15.0  # how long release waits for a cancelled job to leave the queue
 KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
@@ -125,9 +125,14 @@ class SlurmBackend(Backend):
         progress(f"submitting a Slurm job on {where}", transient=True)
         if shell.local and not shutil.which("sbatch"):
             raise CakeError("sbatch is not on PATH here. Name the cluster's login node instead: slurm/<ssh-host>[/<partition>].")
-        done = shell.run(["mkdir", "-p", spec.session_dir], then=["sbatch", "--parsable"], input=script, timeout=120)
-        if done.returncode != 0:
-            raise CakeError(self._sbatch_error(done.stderr.decode(errors="replace"), spec.gres, shell))
+        try:
+            done = shell.run(["mkdir", "-p", spec.session_dir], then=["sbatch", "--parsable"], input=script, timeout=120)
+            if done.returncode != 0:
+                raise CakeError(self._sbatch_error(done.stderr.decode(errors="replace"), spec.gres, shell))
+        except BaseException:
+            if shell.ssh is not None:
+                shell.ssh.close()  # no allocation to release later: don't leave the connection behind
+            raise
         data["job_id"] = done.stdout.decode().strip().split(";")[0]
         (session_dir / "job.sbatch").write_bytes(script)  # what was submitted, for the curious
         return allocation
