@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from jupyter_cake.errors import CakeError
 
@@ -35,6 +36,7 @@ class SSHConnection:
         self.ssh_config = os.path.expanduser(ssh_config) if ssh_config else None
         self.jump = jump
         self.socket = control_path(f"{key}:{host}:{jump}")
+        self._up = False  # this object started or checked the master; commands don't re-check it
 
     def _base(self) -> list[str]:
         args = ["ssh"]
@@ -52,13 +54,16 @@ class SSHConnection:
 
     def alive(self) -> bool:
         if not self.socket.exists():
+            self._up = False
             return False
         check = subprocess.run([*self._base(), "-O", "check", self.host], capture_output=True, timeout=10)
-        return check.returncode == 0
+        self._up = check.returncode == 0
+        return self._up
 
     def start(self) -> None:
         """Open the master connection (authenticates once; later commands reuse it)."""
-        if self.alive():
+        if self._up or self.alive():
+            self._up = True
             return
         self.socket.unlink(missing_ok=True)
         argv = [*self._base(), "-M", "-N", "-f", "-o", "ControlPersist=yes", "-o", "ExitOnForwardFailure=yes", self.host]
@@ -81,6 +86,7 @@ class SSHConnection:
             detail = stderr.strip().rstrip(".") or f"ssh exited with code {done.returncode}"
             hint = "check your SSH key and ~/.ssh/config for it" if "Permission denied" in detail else "check that the host is reachable and `ssh " + self.host + "` works in a terminal"
             raise CakeError(f"Could not connect to {self.host!r}: {detail}. Fix: {hint}.")
+        self._up = True
 
     def run(
         self, argv: Sequence[str], input: bytes | None = None, timeout: float = 60, then: Sequence[str] | None = None
@@ -89,16 +95,22 @@ class SSHConnection:
         except the fixed ``&&`` between the two quoted commands."""
         self.start()
         command = shlex.join(argv) + (f" && {shlex.join(then)}" if then else "")
-        feed = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
-        return subprocess.run([*self._base(), self.host, command], capture_output=True, timeout=timeout, **feed)
+        feed: dict[str, Any] = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        done = subprocess.run([*self._base(), self.host, command], capture_output=True, timeout=timeout, **feed)
+        if done.returncode == 255 and not self.alive():  # the master died since: reconnect once
+            self.start()
+            done = subprocess.run([*self._base(), self.host, command], capture_output=True, timeout=timeout, **feed)
+        return done
 
-    def forward(self, local_port: int, remote_host: str, remote_port: int) -> None:
+    def forward(self, ports: Sequence[tuple[int, int]], remote_host: str = "127.0.0.1") -> None:
+        """Forward each (local port, remote port) pair, all in one request to the master."""
         self.start()
-        spec = f"127.0.0.1:{local_port}:{remote_host}:{remote_port}"
-        done = subprocess.run([*self._base(), "-O", "forward", "-L", spec, self.host], capture_output=True, text=True, timeout=30)
+        specs = [arg for local, remote in ports for arg in ("-L", f"127.0.0.1:{local}:{remote_host}:{remote}")]
+        done = subprocess.run([*self._base(), "-O", "forward", *specs, self.host], capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
-            raise CakeError(f"Could not forward local port {local_port} through {self.host!r}: {done.stderr.strip()}")
+            raise CakeError(f"Could not forward local ports through {self.host!r}: {done.stderr.strip()}")
 
     def close(self) -> None:
+        self._up = False
         if self.socket.exists():
             subprocess.run([*self._base(), "-O", "exit", self.host], capture_output=True, timeout=10)

@@ -86,8 +86,7 @@ class SlurmChannel(Channel):
         if reattach and self.ssh.alive():
             return
         self.ssh.start()
-        for local_port, remote_port in self.forwards:
-            self.ssh.forward(local_port, "127.0.0.1", remote_port)
+        self.ssh.forward(self.forwards)
 
     def repair(self) -> bool:
         if self.ssh is None or self.ssh.alive():
