@@ -75,7 +75,7 @@ class RemoteSession:
         from jupyter_client.asynchronous import AsyncKernelClient
 
         self.client = AsyncKernelClient()
-        self.client.load_connection_info(self.channel.connection)
+        self.client.load_connection_info(self.channel.connection)  # type: ignore[arg-type]
         self.session = self.client.session
         self.shell = self.client.connect_shell()
         self.control = self.client.connect_control()
@@ -88,7 +88,7 @@ class RemoteSession:
         ]
         await self.wait_ready(timeout)
 
-    def _new_nanny_socket(self) -> zmq.asyncio.Socket:
+    def _new_nanny_socket(self) -> Any:
         sock = self.client.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.channel.nanny_url)
@@ -133,7 +133,7 @@ class RemoteSession:
         only ever receives what the kernel's own PUB socket publishes (through the channel)."""
         delimiter = b"<IDS|MSG>"
         while True:
-            frames = await self.iopub.recv_multipart(copy=False)
+            frames = await self.iopub.recv_multipart(copy=False)  # type: ignore[misc]
             self._iopub_seen.set()
             self.last_seen = time.monotonic()
             start = next(i for i, f in enumerate(frames) if f.bytes == delimiter) + 2  # skip the signature
@@ -174,14 +174,14 @@ class RemoteSession:
         if route.sink is not None:
             route.sink(output)
 
-    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
+    async def _read_replies(self, sock: Any) -> None:
         while True:
             msg = await self._recv(sock)
             waiter = self._replies.pop((msg.get("parent_header") or {}).get("msg_id", ""), None)
             if waiter and not waiter.done():
                 waiter.set_result(msg)
 
-    async def _recv(self, sock: zmq.asyncio.Socket) -> dict[str, Any]:
+    async def _recv(self, sock: Any) -> dict[str, Any]:
         frames = await sock.recv_multipart()
         _, frames = self.session.feed_identities(frames)
         msg: dict[str, Any] = self.session.deserialize(frames, content=True)
@@ -190,7 +190,7 @@ class RemoteSession:
 
     def _send(
         self,
-        sock: zmq.asyncio.Socket,
+        sock: Any,  # a zmq.asyncio socket (jupyter_client's stubs call it a plain one)
         msg_type: str,
         content: dict[str, Any],
         msg_id: str | None = None,
@@ -290,7 +290,7 @@ class RemoteSession:
         misses what was published meanwhile): the rest comes from the nanny's journal instead."""
         reply = self._replies.get(run_id)
         while not route.done.done():
-            waiting = {route.done} if reply is None or reply.done() else {route.done, reply}
+            waiting: set[asyncio.Future[Any]] = {route.done} if reply is None or reply.done() else {route.done, reply}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if route.done.done() or reply is None or not reply.done():
                 continue

@@ -446,11 +446,11 @@ class Target:
     def canonical(self) -> str:
         """Text that parse_target() turns back into this target (minus name)."""
         tokens = [self.infra]
-        for flag, value in (
+        for flag, resource in (
             ("--gpus", self.gpus), ("--cpus", self.cpus), ("--memory", self.memory),
         ):
-            if value is not None:
-                tokens += [flag, str(value)]
+            if resource is not None:
+                tokens += [flag, str(resource)]
         if self.nodes != 1:
             tokens += ["--nodes", str(self.nodes)]
         if self.image is not None:
