@@ -20,6 +20,9 @@ from typing import Any
 from jupyter_cake.errors import CakeError
 
 CONNECT_TIMEOUT_S = 15
+# The master outlives the process that opened it (a notebook restart re-attaches through it), but
+# not forever: once nothing has used it for this long it exits; the next use opens a new one.
+CONTROL_PERSIST = "15m"
 
 
 def control_path(key: str) -> Path:
@@ -66,7 +69,7 @@ class SSHConnection:
             self._up = True
             return
         self.socket.unlink(missing_ok=True)
-        argv = [*self._base(), "-M", "-N", "-f", "-o", "ControlPersist=yes", "-o", "ExitOnForwardFailure=yes", self.host]
+        argv = [*self._base(), "-M", "-N", "-f", "-o", f"ControlPersist={CONTROL_PERSIST}", "-o", "ExitOnForwardFailure=yes", self.host]
         # The master stays in the background (-f) holding whatever stdout/stderr it was given: pipes
         # would never reach EOF, so its stderr goes to a file we read after it has forked.
         with tempfile.TemporaryFile() as errors:
