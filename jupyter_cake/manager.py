@@ -204,13 +204,17 @@ class Cake:
 
     def _open(
         self, row: SessionRow, target: Target, backend: Backend, allocation: Allocation, info: NannyInfo,
-        timeout: float,
+        timeout: float, wait_kernel: bool = True,
     ) -> Handle:  # fmt: skip
         channel = backend.open_channel(allocation, info)
         row.allocation = json.dumps(allocation.data)  # the channel may have recorded its local ports
         self.store.update_session(row.id, allocation=row.allocation)
         remote = RemoteSession(channel, label=f"{row.id} ({row.name})")
-        engine.run(remote.connect(timeout))
+        try:
+            engine.run(remote.connect(timeout, wait_kernel=wait_kernel))
+        except BaseException:
+            engine.run(remote.close(), timeout=5)
+            raise
         handle = Handle(row, target, backend, allocation, remote, self)
         self._handles[row.id] = handle
         return handle
@@ -232,9 +236,11 @@ class Cake:
         info = NannyInfo.from_report(json.loads(info_path.read_text()))
         target = Target.from_dict(json.loads(row.target_json))
         try:
-            return self._open(row, target, backend, allocation, info, REATTACH_TIMEOUT_S)
+            return self._open(row, target, backend, allocation, info, REATTACH_TIMEOUT_S, wait_kernel=False)
         except CakeError:
-            self.mark_stopped(row)
+            # The nanny did not answer: gone for good only if the backend agrees (it may be unreachable).
+            if backend.status(allocation) == "stopped":
+                self.mark_stopped(row)
             return None
 
     def mark_stopped(self, row: SessionRow, reason: str | None = None, release: bool = True) -> None:

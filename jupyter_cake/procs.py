@@ -6,11 +6,17 @@ import os
 
 
 def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists (owned by us or not)."""
+    """True if a process with this pid exists and is not a zombie (a finished process whose parent,
+    e.g. the notebook kernel that started a nanny, has not collected it yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, belongs to someone else
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return True  # no /proc (not Linux): trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -71,7 +71,10 @@ class RemoteSession:
         self.last_seen = time.monotonic()  # last time the kernel or nanny said anything
 
     # -- connection ---------------------------------------------------------------------------------
-    async def connect(self, timeout: float = 30.0) -> None:
+    async def connect(self, timeout: float = 30.0, wait_kernel: bool = True) -> None:
+        """Open the sockets. ``wait_kernel``: also wait until the kernel answers (a fresh session).
+        Re-attaching must not: a kernel busy with a long cell answers nothing until the cell ends,
+        so then the nanny (which always answers) vouches for the session instead."""
         from jupyter_client.asynchronous import AsyncKernelClient
 
         self.client = AsyncKernelClient()
@@ -86,7 +89,10 @@ class RemoteSession:
             asyncio.ensure_future(self._read_replies(self.shell)),
             asyncio.ensure_future(self._read_replies(self.control)),
         ]
-        await self.wait_ready(timeout)
+        if wait_kernel:
+            await self.wait_ready(timeout)
+        else:
+            await self.nanny("ping", timeout=timeout)
 
     def _new_nanny_socket(self) -> Any:
         sock = self.client.context.socket(zmq.DEALER)

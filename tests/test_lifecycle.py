@@ -179,3 +179,21 @@ def test_kernel_restart_keeps_the_allocation_and_gives_a_fresh_namespace() -> No
         assert ping["pid"] == nanny_pid and ping["kernel_pid"] != old_kernel
     finally:
         cake.down(handle.row)
+
+
+def test_another_process_looking_at_a_busy_session_leaves_it_alone(fresh_notebook: Notebook) -> None:
+    """A kernel busy with a long cell answers nothing until the cell ends; `cake status` from a terminal
+    meanwhile must report it busy, not declare it dead."""
+    nb = fresh_notebook
+    nb.run("%cake use local --name longcell --new")
+    cell = nb.run("%%cake --detach\nimport time\ntime.sleep(6)\nprint('finished')")
+    run_id = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
+    t0 = time.time()
+    status = _cake("status")
+    assert time.time() - t0 < 5
+    line = next(ln for ln in status.stdout.splitlines() if "longcell" in ln)
+    assert "running" in line and "busy" in line  # the autostop column says the kernel is busy
+    runs = _cake("runs")
+    assert re.search(rf"{run_id}\s+\S+\s+running", runs.stdout)
+    assert text(nb.run(f"%cake attach {run_id}")) == "finished\n"
+    nb.run("%cake down")
