@@ -19,3 +19,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Nothing to undo: sessions outlive the kernel on purpose (re-attach after a restart)."""
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt side panel lives (for `jupyter labextension develop`; wheels install it)."""
+    return [{"src": "labextension", "dest": "jupyter-cake"}]

@@ -18,7 +18,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jupyter_cake import views
+from jupyter_cake import views, widget
 from jupyter_cake.errors import CakeError, RunTimeout, SessionGone
 from jupyter_cake.manager import Cake, Handle
 from jupyter_cake.relay import Relay
@@ -106,6 +106,7 @@ class CakeMagics(Magics):
         self._cake: Cake | None = None
         self.current: Handle | None = None
         self._interrupted = False  # the user pressed stop during the current cell
+        self._header: widget.RunHeader | None = None  # the in-cell run header of the running cell
 
     @property
     def core(self) -> Cake:
@@ -167,21 +168,42 @@ class CakeMagics(Magics):
         push, pull = _names(args.push, "--push"), _names(args.pull, "--pull")
         if args.detach and pull:
             raise CakeError("--pull needs the cell's end, which --detach doesn't wait for. Pull in a later cell.")
-        if args.target:
-            handle = self._session_for(resolve_target([*shlex.split(args.target), *resources]))
-        else:
-            handle = self._require_current()
-        if push:
-            self._push(handle, push)
-        run_id, future = handle.start_run(cell, None if args.detach else (sink := queue.SimpleQueue()).put,
-                                          detach=args.detach, source=self._source())  # fmt: skip
-        if args.detach:
-            future.result()
-            print(f"[cake] run {run_id} detached on session {handle.id}; `%cake attach {run_id}` to follow it")
-            return None
-        relay = Relay(where=f"session {handle.id}, run {run_id}")
-        outcome = self._follow(handle, future, sink, relay, timeout, run_id)
-        handle.finish_run(outcome)
+        target = resolve_target([*shlex.split(args.target), *resources]) if args.target else None
+        current = None if target else self._require_current()
+        # The in-cell run header (jupyter_cake/widget.py): only for interactive frontends.
+        label = (target or current.target).describe()  # type: ignore[union-attr]
+        self._header = None if args.detach else widget.start(self.shell, label)
+        exit_state = "error"
+        try:
+            handle = self._session_for(target) if target else current
+            assert handle is not None
+            if push:
+                self._push(handle, push)
+            run_id, future = handle.start_run(cell, None if args.detach else (sink := queue.SimpleQueue()).put,
+                                              detach=args.detach, source=self._source())  # fmt: skip
+            if args.detach:
+                future.result()
+                print(f"[cake] run {run_id} detached on session {handle.id}; `%cake attach {run_id}` to follow it")
+                return None
+            if self._header is not None:
+                self._header.running(run_id, handle.interrupt)
+            relay = Relay(where=f"session {handle.id}, run {run_id}")
+            try:
+                outcome = self._follow(handle, future, sink, relay, timeout, run_id)
+            except RunTimeout:
+                exit_state = "timeout"
+                raise
+            except KeyboardInterrupt:
+                exit_state = "cancelled"
+                raise
+            handle.finish_run(outcome)
+            exit_state = outcome.status
+            if relay.error is not None and relay.error.ename == "KeyboardInterrupt":
+                exit_state = "cancelled"
+        finally:
+            if self._header is not None:
+                self._header.finish(exit_state)
+                self._header = None
         if relay.error is not None:
             if relay.error.ename == "KeyboardInterrupt" and outcome.status != "ok" and self._interrupted:
                 raise KeyboardInterrupt(f"remote run {run_id} interrupted")
@@ -238,6 +260,8 @@ class CakeMagics(Magics):
                         relay(item)
                 break
             now = time.monotonic()
+            if self._header is not None:
+                self._header.tick()
             handle.check_probe()  # the session may end under a running cell (allocation lost)
             if now - last_check > LIVENESS_CHECK_S:
                 last_check = now

@@ -10,6 +10,25 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
   fi
 fi
+# The JupyterLab tests (tests/lab) drive Debian's chromium (Playwright's browser download can't work
+# offline) and need the side panel built from labextension/ (npm, from the registry).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} with apt-get (for the JupyterLab panel tests)" >&2
+  "${as_root[@]}" apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null ||
+    { echo "could not install ${missing[*]} (needed by the JupyterLab panel tests)" >&2; exit 1; }
+fi
+if [ ! -f jupyter_cake/labextension/static/style.js ] || [ -n "$(find labextension/src labextension/style labextension/package.json -newer jupyter_cake/labextension/package.json 2>/dev/null | head -1)" ]; then
+  echo "building the JupyterLab extension (labextension/ -> jupyter_cake/labextension)" >&2
+  start=$(date +%s)
+  (cd labextension && PATH="$PWD/../.venv/bin:$PATH" && { [ -d node_modules ] || npm ci --no-audit --no-fund; } &&
+    PATH="$PWD/../.venv/bin:$PATH" npm run build:prod) >/tmp/cake-labextension-build.log 2>&1 ||
+    { echo "the labextension build failed; see /tmp/cake-labextension-build.log" >&2; exit 1; }
+  echo "labextension built in $(( $(date +%s) - start )) s" >&2
+fi
 "${as_root[@]}" tests/infra/slurm-up.sh || { echo "could not start the local Slurm cluster (tests/infra/slurm-up.sh)" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 status=$?

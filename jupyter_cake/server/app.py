@@ -6,9 +6,8 @@ small frame written right after another waits for the peer's delayed ACK: about 
 execute from VS Code's "existing Jupyter server" mode or PyCharm's managed server (measured 48-52 ms vs
 9 ms over direct ZMQ; 3.8-7 ms with the fix). See ``bench/ide.py``.
 
-The REST and websocket API of the side panel is meant to live here too: add handlers in
-``initialize_handlers`` (authenticated ``JupyterHandler`` subclasses under ``/cake/api/...``), and keep
-heavy imports inside the handlers.
+It also serves the REST and websocket API of the JupyterLab side panel under ``/cake/api/`` (see
+``handlers.py``); what the handlers import stays light (no SkyPilot, Kubernetes or Ray).
 """
 
 from __future__ import annotations
@@ -66,4 +65,10 @@ class CakeServerApp(ExtensionApp):
         self.log.info("Cake: TCP_NODELAY on kernel websockets (%s)", cls.__name__)
 
     def initialize_handlers(self) -> None:
-        """REST handlers for the side panel go here (none yet)."""
+        """The side panel's REST + websocket API under ``<base_url>/cake/api/``."""
+        from jupyter_cake.server.handlers import handlers
+        from jupyter_cake.server.monitor import Monitor
+
+        assert self.serverapp is not None
+        self.serverapp.web_app.settings.setdefault("cake_monitor", Monitor())
+        self.handlers.extend(handlers(""))
