@@ -7,7 +7,6 @@ session (nanny + another ipykernel) on the local target. Nothing is mocked.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,25 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Notebook, nanny_pids, open_notebook, text
+from helpers import Notebook, environment, nanny_pids, open_notebook, text
 
-__all__ = ["Notebook", "nanny_pids", "open_notebook", "text"]
+__all__ = ["Notebook", "environment", "nanny_pids", "open_notebook", "text"]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def cake_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One private store for the whole test run; kernels started by tests inherit it."""
     path = tmp_path_factory.mktemp("cake-data")
-    old = {k: os.environ.get(k) for k in ("CAKE_DATA_DIR", "CAKE_CONFIG")}
-    os.environ["CAKE_DATA_DIR"] = str(path)
-    os.environ["CAKE_CONFIG"] = str(path / "targets.toml")
-    yield path
-    subprocess.run([sys.executable, "-m", "jupyter_cake.cli", "down", "--all"], capture_output=True, check=False)
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(CAKE_DATA_DIR=str(path), CAKE_CONFIG=str(path / "targets.toml")):
+        yield path
+        subprocess.run([sys.executable, "-m", "jupyter_cake.cli", "down", "--all"], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import environment
 from ide_util import cake
 
 KERNEL = "cake-test-local"
@@ -28,14 +29,8 @@ def ide_env(tmp_path_factory: pytest.TempPathFactory, cake_data_dir: Path) -> It
         # Notice a session that ended under a connected kernel within a second, not five.
         "CAKE_IDE_LIVENESS_S": "0.5",
     }
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    yield dict(os.environ)
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(**values):
+        yield dict(os.environ)
 
 
 @pytest.fixture(scope="session")

@@ -4,32 +4,17 @@ widget repr; and no header at all unless asked for, so batch runs keep exactly t
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 
 import pytest
-from helpers import Notebook, open_notebook, text
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+from helpers import Notebook, environment, open_notebook, text
 
 
 @pytest.fixture(scope="module")
 def forced() -> Iterator[Notebook]:
     """A notebook kernel started with CAKE_RUN_WIDGET=on (as if an interactive frontend sent the cells)."""
-    with _env(CAKE_RUN_WIDGET="on"):
+    with environment(CAKE_RUN_WIDGET="on"):
         nb = open_notebook()
     nb.run("%cake use local --name widget-tests")
     yield nb
