@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -592,36 +593,19 @@ class Bench:
         return "", ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no 1 GB transfers")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw samples and summary here")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary CAKE_DATA_DIR (for debugging)")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="abort (and clean up) after this long")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
 
-    # Everything the systems write goes to a fresh temp dir: the user's Cake store, IPython profile
-    # (ipyparallel's connection files and logs) and Jupyter runtime dir are never touched.
-    tmp = Path(tempfile.mkdtemp(prefix="cake-bench-"))
-    for var, sub in (("CAKE_DATA_DIR", "cake"), ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime")):
-        (tmp / sub).mkdir()
-        os.environ[var] = str(tmp / sub)
-    os.environ.pop("JPY_SESSION_NAME", None)
+def run_guarded(bench: Any, max_minutes: float, finish: Callable[[], None]) -> tuple[float, str | None]:
+    """Run ``bench`` under a --max-minutes watchdog with stdout sent to ``bench.stamp``; whatever
+    happens, clean up its systems, then call ``finish``. Returns (seconds taken, why it aborted)."""
 
     def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGALRM:
-            raise BenchTimeout(f"the benchmark ran past --max-minutes {args.max_minutes:g}")
+            raise BenchTimeout(f"the benchmark ran past --max-minutes {max_minutes:g}")
         raise SystemExit(f"terminated by signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
-    signal.alarm(int(args.max_minutes * 60))
-
-    env = environment()
-    log(env_line(env))
-    log(f"mode: {'quick' if args.quick else 'full'}; temp dir {tmp}")
-    bench = Bench(plan, args.quick, tmp / "cake")
+    signal.alarm(int(max_minutes * 60))
     real_stdout = sys.stdout
     started = time.perf_counter()
     aborted: str | None = None
@@ -641,9 +625,36 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sys.stdout = real_stdout
             signal.alarm(0)
-            if not args.keep_data:
-                shutil.rmtree(tmp, ignore_errors=True)
-    took = time.perf_counter() - started
+            finish()
+    return time.perf_counter() - started, aborted
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no 1 GB transfers")
+    parser.add_argument("--json", type=Path, default=None, help="also write raw samples and summary here")
+    parser.add_argument("--keep-data", action="store_true", help="keep the temporary CAKE_DATA_DIR (for debugging)")
+    parser.add_argument("--max-minutes", type=float, default=15.0, help="abort (and clean up) after this long")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+
+    # Everything the systems write goes to a fresh temp dir: the user's Cake store, IPython profile
+    # (ipyparallel's connection files and logs) and Jupyter runtime dir are never touched.
+    tmp = Path(tempfile.mkdtemp(prefix="cake-bench-"))
+    for var, sub in (("CAKE_DATA_DIR", "cake"), ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime")):
+        (tmp / sub).mkdir()
+        os.environ[var] = str(tmp / sub)
+    os.environ.pop("JPY_SESSION_NAME", None)
+
+    env = environment()
+    log(env_line(env))
+    log(f"mode: {'quick' if args.quick else 'full'}; temp dir {tmp}")
+    bench = Bench(plan, args.quick, tmp / "cake")
+
+    def finish() -> None:
+        if not args.keep_data:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    took, aborted = run_guarded(bench, args.max_minutes, finish)
 
     table = bench.table()
     print()

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from harness import (  # noqa: E402
     short_error,
     stderr_log as log,
 )
-from run import RTT_BLOCK, BenchTimeout, env_line, environment  # noqa: E402
+from run import RTT_BLOCK, BenchTimeout, env_line, environment, run_guarded  # noqa: E402
 from systems import Cake, Px  # noqa: E402
 
 SLURM_ROOT = Path("/tmp/cake-slurm")
@@ -760,44 +759,19 @@ def main(argv: list[str] | None = None) -> int:
     (tmp / "work").mkdir()
     os.chdir(tmp / "work")
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        if signum == signal.SIGALRM:
-            raise BenchTimeout(f"the benchmark ran past --max-minutes {args.max_minutes:g}")
-        raise SystemExit(f"terminated by signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGALRM, on_signal)
-    signal.alarm(int(args.max_minutes * 60))
-
     env = environment()
     env.update(extra_env())
     line = f"{env_line(env)} | submitit {env['submitit']} | {env['slurm']}"
     log(line)
     log(f"mode: {'quick' if args.quick else 'full'}; temp dir {tmp}")
     bench = SlurmBench(plan, tmp, args.partition, keep_data=args.keep_data)
-    real_stdout = sys.stdout
-    started = time.perf_counter()
-    aborted: str | None = None
-    sys.stdout = bench.stamp  # relayed remote output and the magics' chatter land here
-    try:
-        bench.run()
-    except (KeyboardInterrupt, BenchTimeout, SystemExit) as exc:
-        aborted = short_error(exc)
-        log(f"aborted: {aborted}")
-    except BaseException as exc:  # noqa: BLE001 - report what we have, then clean up
-        aborted = short_error(exc)
-        log_exception(log, "benchmark", exc)
-    finally:
-        try:
-            log("cleaning up")
-            bench.cleanup.run_all()
-        finally:
-            sys.stdout = real_stdout
-            signal.alarm(0)
-            os.chdir(old_cwd)
-            if not args.keep_data:
-                shutil.rmtree(tmp, ignore_errors=True)
-    took = time.perf_counter() - started
+
+    def finish() -> None:
+        os.chdir(old_cwd)
+        if not args.keep_data:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    took, aborted = run_guarded(bench, args.max_minutes, finish)
 
     table = bench.table()
     print()
