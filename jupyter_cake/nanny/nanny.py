@@ -117,6 +117,9 @@ class Nanny:
         # "stream.<name>", "display_data", "kernel.<id>.<type>", "execute_result", "error".
         for topic in (b"stream.", b"display_data", b"kernel.", b"execute_result", b"error"):
             self.iopub.setsockopt(zmq.SUBSCRIBE, topic)
+        # The kernel binds its ports a moment after this connect; retry often so the journal is
+        # subscribed as soon as the kernel can publish (zmq's default retry is every 100 ms).
+        self.iopub.setsockopt(zmq.RECONNECT_IVL, 10)
         self.iopub.connect(f"tcp://{conn['ip']}:{conn['iopub_port']}")
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
@@ -139,6 +142,44 @@ class Nanny:
             "host": socket.gethostname(),
             "started": self.started,
         }
+
+    def await_journal_subscription(self, deadline_seconds: float = 300.0) -> None:
+        """Return once this nanny's iopub subscription is live, so that the journal cannot miss the
+        first output of a run that a client starts right after the kernel answers (ZMQ's slow-joiner
+        problem: a PUB socket drops what it publishes before the SUB's subscription arrives).
+
+        Proof of a live subscription is a status message caused by our own kernel_info request; it
+        is re-sent until one shows up. Also returns when the kernel exits or the deadline passes, so
+        the serve loop reports those as usual."""
+        import zmq
+
+        shell = self.ctx.socket(zmq.DEALER)
+        shell.setsockopt(zmq.LINGER, 0)
+        shell.connect(f"tcp://{self.conn['ip']}:{self.conn['shell_port']}")
+        poller = zmq.Poller()
+        poller.register(self.iopub, zmq.POLLIN)
+        poller.register(shell, zmq.POLLIN)
+        ours: set[str] = set()
+        end = time.monotonic() + deadline_seconds
+        # One request waits in the DEALER's queue while the kernel boots; another goes out only after
+        # a reply came without its status reaching us (the subscription wasn't through yet).
+        next_send = 0.0
+        try:
+            while time.monotonic() < end and self.kernel.poll() is None:
+                if time.monotonic() >= next_send:
+                    ours.add(self.session.send(shell, "kernel_info_request", {})["header"]["msg_id"])
+                    next_send = time.monotonic() + 2.0
+                for sock, _ in poller.poll(20):
+                    if sock is shell:
+                        shell.recv_multipart()
+                        next_send = min(next_send, time.monotonic() + 0.02)  # the idle status follows
+                        continue
+                    header, body = self._on_iopub()
+                    if header["msg_type"] == "status" and json.loads(body[2]).get("msg_id") in ours:
+                        return
+            log.warning("kernel did not publish on iopub in time; the journal may miss early output")
+        finally:
+            shell.close(linger=0)
 
     def report(self) -> None:
         info = self.info()
@@ -176,7 +217,7 @@ class Nanny:
                 self.stopping = f"idle for {self.args.idle_minutes:g} minutes"
         self.shutdown(self.stopping)
 
-    def _on_iopub(self) -> None:
+    def _on_iopub(self) -> tuple[dict[str, Any], list[bytes]]:
         # Frames: topic, delimiter, signature, header, parent, metadata, content, buffers... The
         # signature isn't checked: this SUB socket is connected to our own kernel's PUB socket only,
         # so nothing else can publish into it.
@@ -187,6 +228,7 @@ class Nanny:
             self.kernel_busy = json.loads(body[4]).get("execution_state") == "busy"
             self.last_activity = time.time()
         self.journal.record(header, body)
+        return header, body
 
     def _on_control(self) -> None:
         idents, frames = self.session.feed_identities(self.control.recv_multipart())
@@ -233,6 +275,7 @@ class Nanny:
             self._stop_kernel()
             self.kernel = spawn_kernel(self.args, self.session_dir / "kernel.json")
             self.kernel_busy = False
+            self.await_journal_subscription()
             return {"ok": True, "kernel_pid": self.kernel.pid}
         if op == "shutdown":
             self.stopping = str(content.get("reason") or "shut down by the user")
@@ -280,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     kernel = spawn_kernel(args, connection_file)
     nanny = Nanny(args, conn, kernel)
     signal.signal(signal.SIGTERM, lambda *_: setattr(nanny, "stopping", "terminated (SIGTERM)"))
+    nanny.await_journal_subscription()
     try:
         nanny.report()
     except OSError as exc:
