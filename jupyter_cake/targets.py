@@ -218,6 +218,36 @@ def _parse_minutes(value: object, label: str) -> float:
     return minutes
 
 
+def _parse_flag(value: object, label: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise _field_error(label, value, "it is not true or false", "Write true or false (on the command line: just the flag).")
+
+
+# How a target reaches its infra: "direct" uses Cake's own backend for slurm/ and k8s/ infra;
+# "sky" provisions through SkyPilot. Clouds exist only through SkyPilot.
+VIA_CHOICES = ("direct", "sky")
+
+
+def _parse_via(value: object, label: str) -> str:
+    if isinstance(value, str) and value.strip() in VIA_CHOICES:
+        return value.strip()
+    raise _field_error(
+        label, value, f"it must be one of {', '.join(VIA_CHOICES)}",
+        "Use --via sky to provision through SkyPilot, or --via direct for Cake's own Slurm/Kubernetes backend.",
+    )
+
+
+def _parse_disk(value: object, label: str) -> int:
+    fix = "Give the disk size in GB as a whole number, like 100."
+    text = _number_text(value)
+    if not isinstance(text, str) or not _COUNT_RE.fullmatch(text.strip()) or int(text) < 1:
+        raise _field_error(label, value, "it is not a whole number of GB", fix)
+    return int(text)
+
+
 def _parse_text(value: object, label: str, example: str) -> str:
     # Stored verbatim: backends pass it as one argv item, never through a shell.
     if not isinstance(value, str) or not value.strip():
@@ -410,12 +440,30 @@ class Target:
     workdir: str | None = None
     idle_minutes: float | None = None
     options: tuple[tuple[str, str], ...] = ()
+    via: str | None = None  # "sky" or "direct"; None: the infra's default (see backend_name)
+    task: str | None = None  # a SkyPilot task YAML (resources, envs, setup, workdir, file_mounts)
+    ray: bool = False  # start a Ray cluster in the allocation and point RAY_ADDRESS at it
+    spot: bool = False  # spot/preemptible instances, where the infra has them (SkyPilot)
+    disk: int | None = None  # boot disk in GB (SkyPilot)
 
     def __post_init__(self) -> None:
         # Sorting here makes equality and canonical() independent of the order
         # the user (or a caller building a Target directly) listed things in.
         object.__setattr__(self, "env", tuple(sorted((str(k), str(v)) for k, v in self.env)))
         object.__setattr__(self, "options", tuple(sorted((str(k), str(v)) for k, v in self.options)))
+        cloud = self.cloud
+        if cloud == "local" and (self.via == "sky" or self.task is not None):
+            raise TargetError(
+                "The local target runs on this machine and never goes through SkyPilot. "
+                "Drop --via sky / --task, or name an infra SkyPilot can launch (aws, k8s/<context>, slurm/<cluster>)."
+            )
+        if self.via == "direct" and cloud not in ("local", "slurm", "k8s"):
+            raise TargetError(
+                f"Cake has no direct backend for {cloud!r}: clouds are reached through SkyPilot. "
+                "Drop --via direct (or write --via sky)."
+            )
+        if self.via == "direct" and self.task is not None:
+            raise TargetError("A SkyPilot task file (--task) needs SkyPilot; drop --via direct.")
 
     @property
     def infra_parts(self) -> tuple[str, ...]:
@@ -430,12 +478,16 @@ class Target:
 
     @property
     def backend_name(self) -> str:
+        """Which backend serves this target. slurm/ and k8s/ go direct unless ``via = "sky"`` (or a
+        SkyPilot task file) asks for SkyPilot; every cloud and ssh node pool goes through SkyPilot."""
         kind = self.cloud
-        if kind in ("local", "slurm"):
-            return kind
-        if kind == "k8s":
-            return "kubernetes"
-        return "sky"  # ssh node pools and every cloud go through SkyPilot
+        if kind == "local":
+            return "local"
+        if self.via == "sky" or self.task is not None:
+            return "sky"
+        if kind in ("slurm", "k8s"):
+            return "slurm" if kind == "slurm" else "kubernetes"
+        return "sky"
 
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
@@ -463,6 +515,10 @@ class Target:
             tokens += ["--idle-minutes", _format_number(self.idle_minutes)]
         for key, value in self.options:
             tokens += ["--option", f"{key}={value}"]
+        for flag, text in (("--via", self.via), ("--task", self.task), ("--disk", self.disk)):
+            if text is not None:
+                tokens += [flag, str(text)]
+        tokens += [flag for flag, on in (("--ray", self.ray), ("--spot", self.spot)) if on]
         return " ".join(shlex.quote(token) for token in tokens)
 
     def to_dict(self) -> dict[str, object]:
@@ -478,6 +534,11 @@ class Target:
             "workdir": self.workdir,
             "idle_minutes": self.idle_minutes,
             "options": dict(self.options),
+            "via": self.via,
+            "task": self.task,
+            "ray": self.ray,
+            "spot": self.spot,
+            "disk": self.disk,
         }
 
     @classmethod
@@ -555,6 +616,11 @@ _FIELD_PARSERS: dict[str, Any] = {
     "env": lambda v, label: _parse_mapping(v, label),
     "workdir": lambda v, label: _parse_text(v, label, "/scratch/me/project"),
     "idle_minutes": _parse_minutes,
+    "via": _parse_via,
+    "task": lambda v, label: _parse_text(v, label, "task.yaml"),
+    "ray": _parse_flag,
+    "spot": _parse_flag,
+    "disk": _parse_disk,
 }
 
 
@@ -588,12 +654,20 @@ _LINE_OPTIONS: dict[str, str] = {
     "--workdir": "workdir",
     "--idle-minutes": "idle_minutes",
     "--option": "options",
+    "--via": "via",
+    "--task": "task",
+    "--disk": "disk",
+    "--ray": "ray",
+    "--spot": "spot",
 }
+# Flags that take no value: present means true.
+_SWITCHES = ("--ray", "--spot")
 _REPEATABLE = ("--env", "--option")
 _EXAMPLES: dict[str, str] = {
     "--infra": "slurm/hpc/gpu", "--gpus": "A100:1", "--cpus": "8+", "--memory": "32",
     "--nodes": "2", "--image": "python:3.12-slim", "--env": "HF_HOME=/scratch/hf",
     "--workdir": "/scratch/me", "--idle-minutes": "30", "--option": "account=proj42",
+    "--via": "sky", "--task": "task.yaml", "--disk": "100",
 }
 
 
@@ -628,7 +702,9 @@ def _scan(tokens: Sequence[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
         flag, eq, value = token.partition("=")
         if flag not in _LINE_OPTIONS:
             raise _unknown_option(flag)
-        if not eq:
+        if flag in _SWITCHES and not eq:
+            value = "true"
+        elif not eq:
             if i >= len(tokens) or tokens[i].startswith("--"):
                 raise TargetError(f"Option {flag} needs a value. Write it like {flag} {_EXAMPLES[flag]}.")
             value = tokens[i]

@@ -448,3 +448,42 @@ def test_import_is_light() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("text", "backend"),
+    [
+        ("slurm/hpc", "slurm"),
+        ("slurm/hpc --via sky", "sky"),
+        ("k8s/ctx", "kubernetes"),
+        ("k8s/ctx --via sky", "sky"),
+        ("k8s/ctx --task task.yaml", "sky"),
+        ("aws --gpus A100:1 --spot --disk 100", "sky"),
+        ("local --ray", "local"),
+    ],
+)
+def test_via_task_ray_spot_disk_choose_the_backend_and_round_trip(text: str, backend: str) -> None:
+    target = parse_target(text)
+    assert target.backend_name == backend
+    assert parse_target(target.canonical()) == target
+    assert Target.from_dict(target.to_dict()) == target
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("local --via sky", "never goes through SkyPilot"),
+        ("gcp --via direct", "clouds are reached through SkyPilot"),
+        ("slurm/hpc --via direct --task t.yaml", "needs SkyPilot"),
+        ("slurm/hpc --via ssh", "must be one of direct, sky"),
+        ("aws --disk 0", "whole number of GB"),
+    ],
+)
+def test_bad_via_task_disk_say_what_to_do(text: str, fragment: str) -> None:
+    with pytest.raises(TargetError, match=fragment):
+        parse_target(text)
+
+
+def test_named_target_can_turn_ray_on() -> None:
+    target = parse_target("gpu", {"gpu": {"infra": "slurm/hpc", "ray": True, "via": "sky"}})
+    assert target.ray and target.backend_name == "sky"
