@@ -94,6 +94,17 @@ class RemoteSession:
         else:
             await self.nanny("ping", timeout=timeout)
 
+    def connect_nanny_only(self) -> None:
+        """Talk to the nanny alone (ping, runs, journal, interrupt, shutdown), without kernel sockets:
+        for observers such as the JupyterLab panel, which look at busy sessions all the time and must
+        neither wait for a busy kernel nor subscribe to its (possibly heavy) iopub traffic."""
+        from jupyter_client.asynchronous import AsyncKernelClient
+
+        self.client = AsyncKernelClient()
+        self.client.load_connection_info(self.channel.connection)  # type: ignore[arg-type]
+        self.session = self.client.session
+        self._nanny = self._new_nanny_socket()
+
     def _new_nanny_socket(self) -> Any:
         sock = self.client.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -125,8 +136,10 @@ class RemoteSession:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for sock in (self.shell, self.control, self.iopub, self._nanny):
-            sock.close(linger=0)
+        for name in ("shell", "control", "iopub", "_nanny"):
+            sock = getattr(self, name, None)  # absent after connect_nanny_only()
+            if sock is not None:
+                sock.close(linger=0)
         self.channel.close()
 
     # -- readers --------------------------------------------------------------------------------------

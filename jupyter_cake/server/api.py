@@ -211,8 +211,6 @@ class NannyLink:
     The panel looks at busy sessions all the time, so it talks to the nanny, which always answers."""
 
     def __init__(self, row: SessionRow) -> None:
-        from jupyter_client.asynchronous import AsyncKernelClient  # type: ignore[attr-defined]
-
         from jupyter_cake.backends import get_backend
         from jupyter_cake.backends.base import Allocation, NannyInfo
         from jupyter_cake.manager import CONNECTION_FILE
@@ -225,11 +223,7 @@ class NannyLink:
         backend = get_backend(row.backend)
         channel = backend.open_channel(Allocation(row.backend, Path(row.session_dir), row.allocation_data), info)
         self.remote = RemoteSession(channel, label=f"{row.id} ({row.name})")
-        client = AsyncKernelClient()
-        client.load_connection_info(channel.connection)  # type: ignore[arg-type]
-        self.remote.client = client
-        self.remote.session = client.session
-        self.remote._nanny = self.remote._new_nanny_socket()
+        self.remote.connect_nanny_only()
 
     def nanny(self, op: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
         from jupyter_cake import engine
@@ -239,12 +233,8 @@ class NannyLink:
     def close(self) -> None:
         from jupyter_cake import engine
 
-        async def close() -> None:
-            self.remote._nanny.close(linger=0)
-            self.remote.channel.close()
-
         try:
-            engine.run(close(), timeout=5)
+            engine.run(self.remote.close(), timeout=5)
         except Exception:  # noqa: BLE001 - closing a dead session's socket may fail; nothing to do
             pass
 
