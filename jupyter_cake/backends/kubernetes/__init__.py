@@ -1,0 +1,281 @@
+"""Direct Kubernetes backend: ``k8s[/<context>]``.
+
+One Pod per session (podspec.py) in one namespace; its main process is the nanny, shipped inside the
+Pod spec, so any image with python3 + ipykernel + pyzmq + cloudpickle works. While the Pod is Pending
+the reason (Unschedulable: Insufficient nvidia.com/gpu, image pull, quota) shows in place with the time
+waited (waiting.py); ``--timeout`` bounds the wait, after which the Pod is deleted and the scheduler's
+message is the error. The channel is port-forward through the API server (forward.py). The nanny's
+idle autostop ends the container (restartPolicy Never), which frees the node's resources at once; the
+session's forwarder, or the next Cake command to look, deletes the finished Pod object. RBAC: a Role
+in one namespace (rbac.py, README "Kubernetes"). The kubernetes client is only imported when used.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
+from jupyter_cake.backends.kubernetes.cluster import Cluster, connect, network_errors, request_timeout, unreachable
+from jupyter_cake.backends.kubernetes.forward import ENDED_FILE, KubernetesChannel, forwarder_pid, record_end, stop_forwarder
+from jupyter_cake.backends.kubernetes.podspec import REPORT_PORT, build_pod, nanny_archive, pod_name
+from jupyter_cake.backends.kubernetes.rbac import api_error, preflight
+from jupyter_cake.backends.kubernetes.waiting import pod_state
+from jupyter_cake.errors import CakeError
+from jupyter_cake.targets import Target
+
+POLL_S = 0.25
+PENDING_TIMEOUT_S = 600.0  # without --timeout
+REPORT_TIMEOUT_S = 120.0  # from container start to the kernel's report
+RELEASE_WAIT_S = 15.0
+KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def _free_local_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+
+    def __init__(self) -> None:
+        self._clusters: dict[tuple[str, str, str], Cluster] = {}
+
+    # -- the cluster ------------------------------------------------------------------------------
+    def _cluster(self, data: dict[str, Any]) -> Cluster:
+        key = (data.get("context", ""), data.get("kubeconfig", ""), data.get("namespace", ""))
+        if key not in self._clusters:
+            self._clusters[key] = connect(*key)
+        return self._clusters[key]
+
+    def _call(self, cluster: Cluster, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return fn(*args, _request_timeout=request_timeout(), **kwargs)
+        except ApiException as exc:
+            raise api_error(exc, doing, cluster.namespace, cluster.context or "(current)") from None
+        except network_errors() as exc:
+            raise unreachable(cluster, exc) from None
+
+    def _read_pod(self, cluster: Cluster, name: str) -> Any | None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return cluster.core.read_namespaced_pod(name, cluster.namespace, _request_timeout=request_timeout())
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise api_error(exc, f"read the session Pod {name}", cluster.namespace, cluster.context) from None
+        except network_errors() as exc:
+            raise unreachable(cluster, exc) from None
+
+    # -- allocation -------------------------------------------------------------------------------
+    def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
+        options = target.options_dict()
+        parts = target.infra_parts
+        data: dict[str, Any] = {
+            "context": parts[1] if len(parts) > 1 else "",
+            "kubeconfig": options.get("kubeconfig", ""),
+            "namespace": options.get("namespace", ""),
+        }
+        cluster = connect(data["context"], data["kubeconfig"], data["namespace"])
+        data["namespace"] = cluster.namespace
+        self._clusters[(data["context"], data["kubeconfig"], data["namespace"])] = cluster
+        archive, _ = nanny_archive()
+        manifest = build_pod(target, session_dir.name, cluster.namespace, idle_minutes(target), archive)
+        data["pod"] = manifest["metadata"]["name"]
+        progress(f"checking access to namespace {cluster.namespace} ({cluster.describe()})", transient=True)
+        try:
+            preflight(cluster.auth, cluster.namespace)
+        except network_errors() as exc:
+            raise unreachable(cluster, exc) from None
+        except CakeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an ApiException from the review itself
+            raise api_error(exc, "check Cake's permissions", cluster.namespace, cluster.context) from None
+        progress(f"creating Pod {data['pod']} in namespace {cluster.namespace}", transient=True)
+        self._call(cluster, f"create the session Pod {data['pod']}", cluster.core.create_namespaced_pod,
+                   cluster.namespace, manifest)  # fmt: skip
+        spec = dict(manifest, spec={k: v for k, v in manifest["spec"].items()})
+        spec["spec"]["containers"] = [dict(c, env=[e for e in c["env"] if e["name"] != "CAKE_NANNY_ARCHIVE"])
+                                      for c in manifest["spec"]["containers"]]  # fmt: skip
+        (session_dir / "pod.json").write_text(json.dumps(spec, indent=1))  # what was created, minus the archive
+        return Allocation(self.name, session_dir, data)
+
+    def start_nanny(self, allocation: Allocation, target: Target, progress: Progress, timeout: float) -> NannyInfo:
+        data = allocation.data
+        cluster = self._cluster(data)
+        name = data["pod"]
+        started = time.monotonic()
+        deadline = started + (timeout or PENDING_TIMEOUT_S)
+        while True:
+            state = pod_state(self._read_pod(cluster, name))
+            waited = time.monotonic() - started
+            if state.fatal:
+                raise CakeError(f"The session Pod {name} failed to start: {state.fatal}")
+            if state.ready:
+                break
+            progress(f"Pod {name} is {state.phase} ({state.waiting}), waited {waited:.0f} s", transient=True)
+            if time.monotonic() > deadline:
+                raise CakeError(
+                    f"The session Pod {name} was still {state.phase} after {waited:.0f} s ({state.waiting}), so it "
+                    "was deleted. Ask for fewer resources (--gpus/--cpus/--memory), another context or node "
+                    "pool, or wait longer with --timeout."
+                )
+            time.sleep(POLL_S)
+        pod = self._read_pod(cluster, name)
+        data["node"] = getattr(pod.spec, "node_name", "") if pod is not None else ""
+        progress(f"Pod {name} is running on {data['node']}; starting the kernel", transient=True)
+        report_deadline = max(deadline, time.monotonic() + 10)
+        while True:
+            report = self._report(cluster, name)
+            if report.get("state") == "running":
+                return NannyInfo.from_report(report)
+            if report.get("state") == "failed":
+                raise CakeError(f"The kernel in Pod {name} failed to start: {report.get('error')}.\n{report.get('log', '')}")
+            state = pod_state(self._read_pod(cluster, name))
+            if state.fatal:
+                raise CakeError(f"The session Pod {name} stopped before its kernel started: {state.fatal}")
+            if time.monotonic() > report_deadline:
+                raise CakeError(f"The kernel in Pod {name} did not report within {timeout:g} s. `cake logs` shows its log.")
+            time.sleep(POLL_S)
+
+    def _report(self, cluster: Cluster, name: str) -> dict[str, Any]:
+        """podmain's report, read through a one-off port-forward ({} while nothing listens yet)."""
+        from kubernetes.stream import portforward
+
+        try:
+            forward = portforward(cluster.core.connect_get_namespaced_pod_portforward, name, cluster.namespace,
+                                  ports=str(REPORT_PORT))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - ApiException on upgrade: RBAC or the Pod went away
+            status = getattr(exc, "status", None)
+            if status == 403:
+                raise api_error(exc, f"port-forward to Pod {name}", cluster.namespace, cluster.context) from None
+            return {}
+        sock = forward.socket(REPORT_PORT)
+        sock.settimeout(10)
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            return {}
+        finally:
+            sock.close()
+        try:
+            return dict(json.loads(data)) if data.strip() else {}
+        except ValueError:
+            return {}
+
+    # -- channel ----------------------------------------------------------------------------------
+    def open_channel(self, allocation: Allocation, info: NannyInfo) -> Channel:
+        data = allocation.data
+        remote_ports = [int(info.connection[name]) for name in KERNEL_PORTS] + [info.nanny_port]
+        local_ports = data.get("local_ports") or _free_local_ports(len(remote_ports))
+        if forwarder_pid(allocation.session_dir) is None and data.get("local_ports"):
+            local_ports = _free_local_ports(len(remote_ports))  # the old ports may be taken by now
+        data["local_ports"] = local_ports
+        connection = dict(info.connection, ip="127.0.0.1", **dict(zip(KERNEL_PORTS, local_ports)))
+        pairs = list(zip(local_ports, remote_ports))
+
+        def pod_alive() -> bool:
+            try:
+                return pod_state(self._read_pod(self._cluster(data), data["pod"])).ready
+            except CakeError:
+                return False
+
+        channel = KubernetesChannel(connection, f"tcp://127.0.0.1:{local_ports[-1]}", data, allocation.session_dir,
+                                    pairs, pod_alive)  # fmt: skip
+        channel.establish()
+        return channel
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def status(self, allocation: Allocation) -> str:
+        data = allocation.data
+        if not data.get("pod"):
+            return "stopped"
+        try:
+            state = pod_state(self._read_pod(self._cluster(data), data["pod"]))
+        except CakeError:
+            return "unknown"
+        if state.fatal:
+            record_end(allocation.session_dir, state.fatal)
+            return "stopped"
+        return "running" if state.ready else "pending"
+
+    def describe(self, allocation: Allocation) -> str:
+        data = allocation.data
+        text = f"pod {data.get('namespace', '?')}/{data.get('pod', '?')}"
+        return text + (f" on {data['node']}" if data.get("node") else "")
+
+    def ended_reason(self, allocation: Allocation) -> str | None:
+        data = allocation.data
+        if not data.get("pod"):
+            return None
+        try:
+            state = pod_state(self._read_pod(self._cluster(data), data["pod"]))
+            if state.fatal and state.phase != "Gone":
+                record_end(allocation.session_dir, state.fatal)
+        except CakeError:
+            state = None
+        try:  # what the forwarder (or an earlier look) saw while the Pod still existed
+            recorded = json.loads((allocation.session_dir / ENDED_FILE).read_text()).get("reason")
+        except (OSError, ValueError):
+            recorded = None
+        reason = recorded or (state.fatal if state is not None else None)
+        return f"{reason} (Pod {data.get('namespace')}/{data['pod']})" if reason else None
+
+    def logs(self, allocation: Allocation) -> str:
+        data = allocation.data
+        if not data.get("pod"):
+            return ""
+        cluster = self._cluster(data)
+        try:
+            text: str = self._call(cluster, f"read the log of Pod {data['pod']}", cluster.core.read_namespaced_pod_log,
+                                   data["pod"], cluster.namespace, tail_lines=200)  # fmt: skip
+        except CakeError as exc:
+            return str(exc)
+        return text
+
+    def release(self, allocation: Allocation) -> None:
+        data = allocation.data
+        stop_forwarder(allocation.session_dir)
+        name = data.get("pod")
+        if not name:
+            return
+        from kubernetes.client.rest import ApiException
+
+        try:
+            cluster = self._cluster(data)
+            cluster.core.delete_namespaced_pod(name, cluster.namespace, grace_period_seconds=5,
+                                               _request_timeout=request_timeout())  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise api_error(exc, f"delete the session Pod {name}", data.get("namespace", ""), data.get("context", "")) from None
+            return
+        except CakeError:
+            return
+        except network_errors():
+            return  # unreachable now: the nanny's idle autostop still ends the container
+        # Wait (briefly) until it is really gone, so `kubectl get pods` right after shows nothing.
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                if self._read_pod(cluster, name) is None:
+                    return
+            except CakeError:
+                return
+            time.sleep(POLL_S)

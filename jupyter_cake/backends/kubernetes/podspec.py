@@ -1,0 +1,271 @@
+"""The Pod of a Cake session, built as a plain manifest dict from a Target (no kubernetes import).
+
+One Pod per session, restartPolicy Never: the nanny (shipped in the spec, see ``nanny_archive``) is the
+container's main process, so the image needs only python3 with ipykernel, pyzmq and cloudpickle.
+Everything the session creates is this one Pod, so deleting it deletes everything.
+
+Target options (``--option K=V`` or keys of a named target in targets.toml; tables/lists as JSON):
+  namespace          the namespace (default: the context's, else "default")
+  service_account    the Pod's service account (default: the namespace's default)
+  labels             extra Pod labels, a table or "k=v,k2=v2"
+  node_selector      a table of node labels the Pod needs
+  tolerations        a list of Kubernetes tolerations
+  volumes / volume_mounts   lists of Kubernetes volumes and the session container's mounts
+  gpu_resource       the extended resource for --gpus (default nvidia.com/gpu)
+  gpu_label          node label whose value is the GPU type (e.g. nvidia.com/gpu.product): --gpus T:N
+                     then adds a node selector gpu_label=T
+  gpu_types          a table mapping GPU type -> node selector table, for clusters whose labels don't
+                     carry the type's plain name (e.g. {A100 = {"cloud.google.com/gke-accelerator" =
+                     "nvidia-tesla-a100"}})
+  python             the interpreter in the image (default python3)
+  image_pull_policy  IfNotPresent by default
+  pod_spec           a table merged into the Pod's spec last (anything not covered above)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_cake.errors import CakeError
+from jupyter_cake.targets import Target
+
+# The documented default: an official slim Python image; the boot step says how to add ipykernel when
+# it is missing (see README, "Kubernetes"). Any image with python3 + ipykernel + pyzmq + cloudpickle works.
+DEFAULT_IMAGE = "python:3.11-slim"
+REPORT_PORT = 47011  # podmain's report server, on the Pod's loopback only
+WORK_DIR = "/cake"  # an emptyDir: writable even with a read-only root filesystem
+SESSION_DIR = f"{WORK_DIR}/session"
+NANNY_ROOT = f"{WORK_DIR}/nanny"
+CONTAINER = "session"
+MANAGED_BY = ("app.kubernetes.io/managed-by", "jupyter-cake")
+SESSION_LABEL = "jupyter-cake/session"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Runs first in the container with `python3 -c`: checks the image, unpacks the nanny shipped in the
+# environment, then becomes podmain (exec keeps PID 1, so Pod deletion's SIGTERM reaches it).
+BOOT = r"""
+import base64, io, os, sys, tarfile
+missing = []
+for module in ("ipykernel", "jupyter_client", "zmq", "cloudpickle"):
+    try:
+        __import__(module)
+    except ImportError:
+        missing.append({"zmq": "pyzmq", "jupyter_client": "jupyter-client"}.get(module, module))
+if missing:
+    message = ("cake-error: the image's Python %s lacks %s. Use an image that has them, e.g. one built with "
+               "`RUN pip install ipykernel pyzmq cloudpickle` on top of your image, or set --image."
+               % (sys.version.split()[0], ", ".join(missing)))
+    print(message, file=sys.stderr, flush=True)
+    try:
+        open("/dev/termination-log", "w").write(message)
+    except OSError:
+        pass
+    sys.exit(3)
+root = sys.argv[1]
+os.makedirs(root, exist_ok=True)
+tarfile.open(fileobj=io.BytesIO(base64.b64decode(os.environ.pop("CAKE_NANNY_ARCHIVE")))).extractall(root)
+os.execv(sys.executable, [sys.executable, os.path.join(root, "cake_pod.py"), "--root", root] + sys.argv[2:])
+"""
+
+
+def pod_name(session_id: str) -> str:
+    return "cake-" + session_id.lower().replace("_", "-")
+
+
+def nanny_archive() -> tuple[str, str]:
+    """(base64 tar.gz, short hash) of the nanny package plus podmain, standard library + ipykernel only."""
+    package = Path(__file__).resolve().parents[2]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
+        _add(tar, "jupyter_cake/__init__.py", b'"""Only the nanny of Cake, shipped into a Pod."""\n')
+        for path in sorted((package / "nanny").glob("*.py")):
+            _add(tar, f"jupyter_cake/nanny/{path.name}", path.read_bytes())
+        _add(tar, "cake_pod.py", (Path(__file__).parent / "podmain.py").read_bytes())
+    data = buffer.getvalue()
+    return base64.b64encode(data).decode("ascii"), hashlib.sha256(data).hexdigest()[:12]
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _json_option(options: dict[str, str], key: str, kind: type, example: str) -> Any:
+    text = options.get(key)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, kind):
+        raise CakeError(
+            f"The Kubernetes option {key} must be a {'list' if kind is list else 'table'} "
+            f"(in targets.toml: {key} = {example}; on the command line as JSON), not {text!r}."
+        )
+    return value
+
+
+def _labels(options: dict[str, str]) -> dict[str, str]:
+    text = options.get("labels")
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+        value = {key: val for key, _, val in pairs}
+    if not isinstance(value, dict):
+        raise CakeError(f"The Kubernetes option labels must be a table or k=v,k2=v2, not {text!r}.")
+    labels = {str(k).strip(): str(v).strip() for k, v in value.items()}
+    for key, val in labels.items():
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(val) or len(val) > 63:
+            raise CakeError(
+                f"The Pod label {key}={val} is not a valid Kubernetes label (keys: [prefix/]name of letters, "
+                "digits, '-', '_', '.'; values up to 63 such characters). Fix the target's labels option."
+            )
+    return labels
+
+
+def check_name(kind: str, value: str) -> str:
+    if not _DNS_NAME.match(value):
+        raise CakeError(
+            f"The Kubernetes {kind} {value!r} is not a valid name (lowercase letters, digits and '-', "
+            f"starting and ending with a letter or digit, at most 63). Fix the target's {kind} option."
+        )
+    return value
+
+
+def _quantity_memory(gb: float) -> str:
+    return f"{int(round(gb * 1024))}Mi"
+
+
+def _quantity_cpu(cpus: float) -> str:
+    return f"{int(round(cpus * 1000))}m"
+
+
+def _gpu_selector(target: Target, options: dict[str, str]) -> dict[str, str]:
+    assert target.gpus is not None
+    name = target.gpus.name
+    if not name:
+        return {}
+    types = _json_option(options, "gpu_types", dict, '{ A100 = { "gpu.example/type" = "a100" } }')
+    if types is not None:
+        if name not in types:
+            raise CakeError(
+                f"--gpus {target.gpus} asks for GPU type {name!r}, but this target's gpu_types only knows "
+                f"{', '.join(sorted(types)) or 'none'}. Use one of those, or add {name} to gpu_types."
+            )
+        selector = types[name]
+        if not isinstance(selector, dict):
+            raise CakeError(f"gpu_types.{name} must be a table of node labels, not {selector!r}.")
+        return {str(k): str(v) for k, v in selector.items()}
+    if options.get("gpu_label"):
+        return {options["gpu_label"]: name}
+    return {}
+
+
+def build_pod(
+    target: Target, session_id: str, namespace: str, idle_minutes: float, archive: str
+) -> dict[str, Any]:
+    """The Pod manifest for ``target``. User values go into structured fields (never a shell)."""
+    options = target.options_dict()
+    if target.nodes > 1:
+        raise CakeError(
+            f"--nodes {target.nodes}: a Kubernetes session is one Pod on one node. Drop --nodes, or use "
+            "--ray for a Ray cluster across nodes."
+        )
+    resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    if target.cpus is not None:
+        resources["requests"]["cpu"] = _quantity_cpu(target.cpus.value)
+        if not target.cpus.or_more:
+            resources["limits"]["cpu"] = _quantity_cpu(target.cpus.value)
+    if target.memory is not None:
+        resources["requests"]["memory"] = _quantity_memory(target.memory.value)
+        resources["limits"]["memory"] = _quantity_memory(target.memory.value)
+    node_selector = _json_option(options, "node_selector", dict, '{ "pool" = "gpu" }') or {}
+    tolerations = list(_json_option(options, "tolerations", list, '[{ key = "dedicated", operator = "Exists" }]') or [])
+    if target.gpus is not None:
+        gpu_resource = options.get("gpu_resource", DEFAULT_GPU_RESOURCE)
+        resources["limits"][gpu_resource] = str(target.gpus.count)
+        node_selector = {**node_selector, **_gpu_selector(target, options)}
+        # GPU node pools are usually tainted so that only GPU work lands there.
+        tolerations.append({"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"})
+    python = options.get("python", "python3")
+    args = [NANNY_ROOT, "--session-dir", SESSION_DIR, "--report-port", str(REPORT_PORT),
+            "--idle-minutes", f"{idle_minutes:g}"]  # fmt: skip
+    if target.workdir:
+        args += ["--workdir", target.workdir]
+    env = [{"name": k, "value": v} for k, v in target.env]
+    env += [
+        {"name": "CAKE_NANNY_ARCHIVE", "value": archive},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "CAKE_SESSION", "value": session_id},
+    ]
+    volumes = [{"name": "cake", "emptyDir": {}}]
+    volumes += _json_option(options, "volumes", list, '[{ name = "data", persistentVolumeClaim = { claimName = "data" } }]') or []
+    mounts = [{"name": "cake", "mountPath": WORK_DIR}]
+    mounts += _json_option(options, "volume_mounts", list, '[{ name = "data", mountPath = "/data" }]') or []
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": target.image or DEFAULT_IMAGE,
+        "imagePullPolicy": options.get("image_pull_policy", "IfNotPresent"),
+        "command": [python, "-c", BOOT],
+        "args": args,
+        "env": env,
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if resources["requests"] or resources["limits"]:
+        container["resources"] = {k: v for k, v in resources.items() if v}
+    labels = {**_labels(options), MANAGED_BY[0]: MANAGED_BY[1], SESSION_LABEL: session_id}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        # The kernel owns its state: stopping it fast matters more than a long grace period.
+        "terminationGracePeriodSeconds": 10,
+        "automountServiceAccountToken": options.get("automount_token", "false").lower() in ("1", "true", "yes"),
+    }
+    if options.get("service_account"):
+        spec["serviceAccountName"] = check_name("service_account", options["service_account"])
+    if node_selector:
+        spec["nodeSelector"] = {str(k): str(v) for k, v in node_selector.items()}
+    if tolerations:
+        spec["tolerations"] = tolerations
+    extra = _json_option(options, "pod_spec", dict, '{ priorityClassName = "interactive" }')
+    if extra:
+        spec = _merge(spec, extra)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(session_id),
+            "namespace": namespace,
+            "labels": labels,
+        },
+        "spec": spec,
+    }
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,44 @@
+"""The real local Kubernetes cluster brought up by tests/infra/k8s-up.sh (`make test` does it).
+
+Sessions go to a fresh namespace per test run, in the image `cake-python:test` (python3 + ipykernel,
+pyzmq, cloudpickle, numpy, matplotlib; no Cake) that k8s-build.sh made and k8s-up.sh imported.
+Targets are spelled out on the line (``K8S``), so the tests don't depend on targets.toml.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from k8s_cluster import KUBECONFIG, admin, session_pods
+
+
+@dataclass
+class Cluster:
+    core: Any
+    rbac: Any
+    namespace: str
+    target: str  # a target line for sessions in this namespace, in the test image
+
+    def pods(self) -> list[str]:
+        return session_pods(self.core, self.namespace)
+
+
+@pytest.fixture(scope="session")
+def k8s() -> Iterator[Cluster]:
+    if not KUBECONFIG.exists():
+        pytest.fail(f"No local Kubernetes: run `sudo tests/infra/k8s-up.sh` first (`make test` does). {KUBECONFIG} is missing.")
+    from kubernetes import client
+
+    core, rbac = admin()
+    namespace = f"cake-test-{secrets.token_hex(3)}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    target = f"k8s/cake --image cake-python:test --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
+    cluster = Cluster(core, rbac, namespace, target)
+    yield cluster
+    leftover = cluster.pods()
+    core.delete_namespace(namespace)
+    assert not leftover, f"tests left session Pods behind: {leftover}"

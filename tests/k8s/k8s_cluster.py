@@ -1,0 +1,23 @@
+"""Admin access to the local test cluster, for the tests' own checks (never for Cake itself)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+K8S_RUN = Path(os.environ.get("CAKE_K8S_RUN", "/tmp/cake-k8s"))
+KUBECONFIG = K8S_RUN / "kubeconfig"
+
+
+def admin() -> tuple[Any, Any]:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(str(KUBECONFIG))
+    return client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+
+
+def session_pods(core: Any, namespace: str) -> list[str]:
+    """Cake's session Pods in ``namespace`` that still exist (terminating ones included)."""
+    pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/managed-by=jupyter-cake")
+    return [p.metadata.name for p in pods.items]

@@ -1,0 +1,156 @@
+"""Sessions in Pods on a real Kubernetes cluster (tests/infra/k8s-up.sh): what a notebook user sees."""
+
+from __future__ import annotations
+
+import re
+import signal
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import open_notebook, text
+from jupyter_cake.store import Store
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _cake(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jupyter_cake.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def _pod_of(name: str) -> str:
+    row = Store().live_session(name, "")
+    assert row is not None, f"no live session {name}"
+    return str(row.allocation_data["pod"])
+
+
+def _wait_gone(k8s, pod: str, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.time() + seconds
+    while pod in k8s.pods() and time.time() < deadline:
+        time.sleep(0.3)
+    return pod not in k8s.pods()
+
+
+def test_a_pod_session_behaves_like_local(k8s) -> None:  # type: ignore[no-untyped-def]
+    nb = open_notebook()
+    try:
+        t0 = time.time()
+        nb.run(f"%cake use {k8s.target} --cpus 0.5 --memory 1 --name k8s-a --new")
+        cold = time.time() - t0
+        pod = _pod_of("k8s-a")
+        cell = nb.run("%%cake\nimport os, socket\nprint(socket.gethostname(), os.environ['CAKE_SESSION'].startswith('s-'))")
+        assert text(cell) == f"{pod} True\n"  # the cell ran in the Pod
+
+        started = time.time()
+        nb.run("%%cake\nimport sys, time\nfor i in range(8):\n    print(i, flush=True); print('e', file=sys.stderr, flush=True); time.sleep(0.2)")
+        streams = [(t, m) for t, m in nb.client.received if m["header"]["msg_type"] == "stream"]
+        assert streams[0][0] - started < 1.0, "the first line arrived late: output did not stream"
+        assert streams[-1][0] - streams[0][0] > 1.0, "all output arrived at the end"
+        out = "".join(m["content"]["text"] for _, m in streams if m["content"]["name"] == "stdout")
+        assert out == "".join(f"{i}\n" for i in range(8))
+
+        cell = nb.run("%%cake\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+
+        error = nb.fails("%%cake\n{}['missing']")
+        assert "KeyError" in error and "missing" in error
+
+        timer = threading.Timer(1.5, nb.interrupt)
+        timer.start()
+        t1 = time.time()
+        assert "KeyboardInterrupt" in nb.fails("%%cake\ntime.sleep(60)")
+        assert time.time() - t1 - 1.5 < 3.0
+
+        nb.run("import numpy as np\nblob = np.arange(2_500_000, dtype=np.float64)")  # 20 MB each way
+        nb.run("%%cake --push blob --pull doubled\ndoubled = blob * 2")
+        assert text(nb.run("print(bool((doubled == blob * 2).all()))")) == "True\n"
+
+        status = _cake("status").stdout
+        line = next(ln for ln in status.splitlines() if "k8s-a" in ln)
+        assert f"pod {k8s.namespace}/{pod} on cake-node" in line
+        print(f"cold start {cold:.1f} s")
+        nb.run("%cake down")
+        assert pod not in k8s.pods()  # down waits until the Pod is really gone
+    finally:
+        nb.close()
+
+
+def _forwarder_pid(name: str) -> int:
+    row = Store().live_session(name, "")
+    assert row is not None
+    return int((Path(row.session_dir) / "forward.pid").read_text())
+
+
+def test_detach_restart_attach_and_a_dropped_forward_is_reopened(k8s) -> None:  # type: ignore[no-untyped-def]
+    nb = open_notebook()
+    try:
+        nb.run(f"%cake use {k8s.target} --name k8s-b --new")
+        cell = nb.run("%%cake --detach\nimport time\nfor i in range(5):\n    print(f'step {i}', flush=True)\n"
+                      "    time.sleep(0.3)\nresult = 'kept'")  # fmt: skip
+        run_id = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
+    finally:
+        nb.close()  # like a notebook kernel restart: the session and its forwarder stay
+    nb = open_notebook()
+    try:
+        assert "re-attached" in text(nb.run(f"%cake use {k8s.target} --name k8s-b"))
+        assert text(nb.run(f"%cake attach {run_id}")) == "".join(f"step {i}\n" for i in range(5))
+        assert text(nb.run("%%cake\nprint(result)")) == "kept\n"
+
+        os.kill(_forwarder_pid("k8s-b"), signal.SIGKILL)  # the port-forward drops
+        time.sleep(1.5)  # silent long enough for the next cell to check the channel
+        assert text(nb.run("%%cake\nprint(result * 2)", timeout=60)) == "keptkept\n"
+        pod = _pod_of("k8s-b")
+        nb.run("%cake down")
+        assert pod not in k8s.pods()
+    finally:
+        nb.close()
+
+
+def test_a_pod_that_cannot_schedule_shows_why_in_place_then_fails_and_is_deleted(k8s) -> None:  # type: ignore[no-untyped-def]
+    nb = open_notebook()
+    try:
+        t0 = time.time()
+        error = nb.fails(f"%cake use {k8s.target} --gpus 99 --name k8s-99 --new --timeout 4")
+        assert 4 <= time.time() - t0 < 30
+        assert "Insufficient nvidia.com/gpu" in error and "was deleted" in error
+        shown = [o for o in nb.nb.cells[-1].outputs if o.output_type == "display_data"]
+        assert len(shown) == 1  # one line, updated in place while waiting
+        assert re.search(r"Pending \(Unschedulable: .*Insufficient nvidia.com/gpu.*\), waited [0-9]+ s", shown[0].data["text/plain"])
+        assert k8s.pods() == []
+        assert Store().live_session("k8s-99", "") is None
+    finally:
+        nb.close()
+
+
+def test_deleting_the_pod_from_outside_fails_the_running_cell_and_marks_the_session_dead(k8s) -> None:  # type: ignore[no-untyped-def]
+    nb = open_notebook()
+    try:
+        nb.run(f"%cake use {k8s.target} --name k8s-c --new")
+        pod = _pod_of("k8s-c")
+        threading.Timer(1.0, lambda: k8s.core.delete_namespaced_pod(pod, k8s.namespace)).start()
+        t0 = time.time()
+        error = nb.fails("%%cake\nimport time\ntime.sleep(60)")
+        assert time.time() - t0 < 30
+        assert "has stopped" in error and "Pod was deleted" in error and pod in error
+        assert Store().live_session("k8s-c", "") is None
+        assert _wait_gone(k8s, pod)
+    finally:
+        nb.close()
+
+
+def test_an_idle_session_deletes_its_pod(k8s) -> None:  # type: ignore[no-untyped-def]
+    nb = open_notebook()
+    try:
+        nb.run(f"%cake use {k8s.target} --name k8s-idle --new --idle-minutes 0.05")
+        pod = _pod_of("k8s-idle")
+    finally:
+        nb.close()  # nobody watches: the Pod must go by itself
+    assert _wait_gone(k8s, pod, 40), "the idle session's Pod is still there"
+    status = _cake("status", "--all").stdout
+    line = next(ln for ln in status.splitlines() if "k8s-idle" in ln)
+    assert "idle for 0.05 minutes" in line

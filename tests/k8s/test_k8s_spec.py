@@ -1,0 +1,62 @@
+"""The Pod a target asks for (no cluster needed): resources, GPU placement, overrides, bad options,
+and that the kubernetes client stays out of `import jupyter_cake` + the backend module."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from jupyter_cake.backends.kubernetes.podspec import build_pod
+from jupyter_cake.errors import CakeError
+from jupyter_cake.targets import parse_target
+
+
+def _pod(line: str) -> dict:
+    return build_pod(parse_target(line), "s-0123abcd", "team", 30, "ARCHIVE")
+
+
+def test_resources_gpus_and_overrides_land_in_the_pod() -> None:
+    pod = _pod('k8s/prod --gpus A100:2 --cpus 4 --memory 16 --image ml:1 --env HF_HOME=/data/hf '
+               '--option gpu_label=nvidia.com/gpu.product --option labels=team=ml '
+               '--option \'node_selector={"pool":"gpu"}\' --option service_account=notebooks')
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert pod["metadata"]["name"] == "cake-s-0123abcd" and pod["metadata"]["namespace"] == "team"
+    assert pod["metadata"]["labels"]["team"] == "ml"
+    assert container["image"] == "ml:1"
+    assert container["resources"] == {"requests": {"cpu": "4000m", "memory": "16384Mi"},
+                                      "limits": {"cpu": "4000m", "memory": "16384Mi", "nvidia.com/gpu": "2"}}
+    assert spec["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "A100"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["serviceAccountName"] == "notebooks" and spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False  # kernel code gets no API credentials
+    assert {"name": "HF_HOME", "value": "/data/hf"} in container["env"]
+
+
+def test_gpu_types_map_a_type_to_node_labels_and_unknown_types_are_named() -> None:
+    types = shlex.quote(json.dumps({"A100": {"cloud.example/accelerator": "a100"}}))
+    pod = _pod(f"k8s --gpus A100:1 --option gpu_types={types}")
+    assert pod["spec"]["nodeSelector"] == {"cloud.example/accelerator": "a100"}
+    with pytest.raises(CakeError, match="only knows A100"):
+        _pod(f"k8s --gpus H100:1 --option gpu_types={types}")
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("'labels=bad key=1'", "not a valid Kubernetes label"),
+    ("tolerations=not-json", "must be a list"),
+    ("namespace_is_fine=1 --nodes 2", "one Pod on one node"),
+    ("service_account=Bad_Name", "not a valid name"),
+])  # fmt: skip
+def test_bad_options_are_refused_with_the_fix(option: str, message: str) -> None:
+    with pytest.raises(CakeError, match=message):
+        _pod(f"k8s --option {option}")
+
+
+def test_the_backend_module_does_not_import_the_kubernetes_client() -> None:
+    code = "import sys, jupyter_cake, jupyter_cake.backends.kubernetes; print('kubernetes' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
