@@ -8,6 +8,7 @@ Targets are spelled out on the line (``K8S``), so the tests don't depend on targ
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,10 @@ def k8s() -> Iterator[Cluster]:
     core, rbac = admin()
     namespace = f"cake-test-{secrets.token_hex(3)}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    deadline = time.time() + 30  # Pods can only be created once the namespace's default account exists
+    while not core.list_namespaced_service_account(namespace).items:
+        assert time.time() < deadline, f"namespace {namespace} never got its default ServiceAccount"
+        time.sleep(0.1)
     target = f"k8s/cake --image cake-python:test --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
     cluster = Cluster(core, rbac, namespace, target)
     yield cluster

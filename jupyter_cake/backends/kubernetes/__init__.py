@@ -30,7 +30,8 @@ from jupyter_cake.targets import Target
 POLL_S = 0.25
 PENDING_TIMEOUT_S = 600.0  # without --timeout
 REPORT_TIMEOUT_S = 120.0  # from container start to the kernel's report
-RELEASE_WAIT_S = 15.0
+RELEASE_WAIT_S = 30.0  # how long release waits for a Pod that still ran to be gone
+RELEASE_STOP_WAIT_S = 3.0  # how long release waits for a stopping nanny's container to exit
 KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
@@ -155,7 +156,8 @@ class KubernetesBackend(Backend):
         from kubernetes.stream import portforward
 
         try:
-            forward = portforward(cluster.core.connect_get_namespaced_pod_portforward, name, cluster.namespace,
+            core = cluster.fresh_core()  # a client of its own for the websocket (see Cluster.fresh_core)
+            forward = portforward(core.connect_get_namespaced_pod_portforward, name, cluster.namespace,
                                   ports=str(REPORT_PORT))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - ApiException on upgrade: RBAC or the Pod went away
             status = getattr(exc, "status", None)
@@ -260,7 +262,19 @@ class KubernetesBackend(Backend):
 
         try:
             cluster = self._cluster(data)
-            cluster.core.delete_namespaced_pod(name, cluster.namespace, grace_period_seconds=5,
+            # After `cake down` the nanny is stopping the kernel: give its container a moment to exit.
+            # A Pod whose container no longer runs (or never ran) is deleted at once (grace period 0),
+            # since the kubelet's graceful path takes several seconds more for nothing; a container
+            # that still runs gets a grace period, so its GPU is never handed out while it is in use.
+            pod = self._read_pod(cluster, name)
+            deadline = time.monotonic() + RELEASE_STOP_WAIT_S
+            while pod is not None and pod_state(pod).ready and time.monotonic() < deadline:
+                time.sleep(POLL_S / 2)
+                pod = self._read_pod(cluster, name)
+            if pod is None:
+                return
+            grace = 5 if pod_state(pod).ready else 0
+            cluster.core.delete_namespaced_pod(name, cluster.namespace, grace_period_seconds=grace,
                                                _request_timeout=request_timeout())  # fmt: skip
         except ApiException as exc:
             if exc.status != 404:

@@ -31,6 +31,15 @@ class Cluster:
     context: str  # "" for the kubeconfig's current context / in-cluster
     kubeconfig: str  # "" for the default search (KUBECONFIG, ~/.kube/config) / in-cluster
     server: str
+    configuration: Any = None
+
+    def fresh_core(self) -> Any:
+        """A CoreV1Api on its own ApiClient. kubernetes.stream (exec, port-forward) swaps the client's
+        request method while it opens a websocket, which is not thread-safe: every websocket gets a
+        client of its own so concurrent forwards and ordinary calls never see each other's swap."""
+        from kubernetes import client
+
+        return client.CoreV1Api(client.ApiClient(self.configuration))
 
     def describe(self) -> str:
         return f"context {self.context or '(current)'} at {self.server}"
@@ -100,7 +109,7 @@ def _finish(configuration: Any, namespace: str, context: str, kubeconfig: str) -
     api = client.ApiClient(configuration)
     return Cluster(core=client.CoreV1Api(api), auth=client.AuthorizationV1Api(api),
                    namespace=check_name("namespace", namespace), context=context, kubeconfig=kubeconfig,
-                   server=str(configuration.host))  # fmt: skip
+                   server=str(configuration.host), configuration=configuration)  # fmt: skip
 
 
 def unreachable(cluster: Cluster, exc: BaseException) -> CakeError:

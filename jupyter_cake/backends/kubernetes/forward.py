@@ -63,10 +63,11 @@ def _pump(conn: socket.socket, remote: Any) -> None:
                 pass
 
 
-def _serve_connection(core: Any, namespace: str, pod: str, remote_port: int, conn: socket.socket) -> None:
+def _serve_connection(cluster: Any, namespace: str, pod: str, remote_port: int, conn: socket.socket) -> None:
     from kubernetes.stream import portforward
 
     try:
+        core = cluster.fresh_core()  # see Cluster.fresh_core: one client per websocket
         forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(remote_port))
     except Exception as exc:  # noqa: BLE001 - the Pod may be gone: close, the client reconnects or gives up
         log.warning("port-forward to %s:%s failed: %s", pod, remote_port, exc)
@@ -75,10 +76,10 @@ def _serve_connection(core: Any, namespace: str, pod: str, remote_port: int, con
     _pump(conn, forward.socket(remote_port))
 
 
-def _listen(core: Any, namespace: str, pod: str, server: socket.socket, remote_port: int) -> None:
+def _listen(cluster: Any, namespace: str, pod: str, server: socket.socket, remote_port: int) -> None:
     while True:
         conn, _ = server.accept()
-        threading.Thread(target=_serve_connection, args=(core, namespace, pod, remote_port, conn), daemon=True).start()
+        threading.Thread(target=_serve_connection, args=(cluster, namespace, pod, remote_port, conn), daemon=True).start()
 
 
 def _watch(core: Any, namespace: str, pod: str, session_dir: Path) -> None:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         server.listen(64)
         servers.append((server, remote))
     for server, remote in servers:
-        threading.Thread(target=_listen, args=(cluster.core, args.namespace, args.pod, server, remote), daemon=True).start()
+        threading.Thread(target=_listen, args=(cluster, args.namespace, args.pod, server, remote), daemon=True).start()
     (args.session_dir / PID_FILE).write_text(str(os.getpid()))
     print("ready", flush=True)
     sys.stdout = open(os.devnull, "w")  # the parent stops reading after "ready"

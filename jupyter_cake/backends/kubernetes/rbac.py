@@ -82,6 +82,8 @@ def preflight(auth_api: Any, namespace: str) -> None:
     """Raise a CakeError naming every permission Cake lacks in ``namespace``."""
     from kubernetes import client
 
+    from jupyter_cake.backends.kubernetes.cluster import request_timeout
+
     missing = []
     for verb, resource, sub in REQUIRED:
         review = client.V1SelfSubjectAccessReview(
@@ -91,7 +93,7 @@ def preflight(auth_api: Any, namespace: str) -> None:
                 )
             )
         )
-        result = auth_api.create_self_subject_access_review(review, _request_timeout=10)
+        result = auth_api.create_self_subject_access_review(review, _request_timeout=request_timeout())
         if not result.status.allowed:
             missing.append(f"{verb} {_resource(resource, sub)}")
     if missing:

@@ -73,7 +73,7 @@ def terminated_reason(pod: Any) -> str:
 
 def pod_state(pod: Any | None) -> PodState:
     if pod is None:
-        return PodState("Gone", False, "", "its Pod no longer exists (deleted from outside Cake)")
+        return PodState("Gone", False, "", "its Pod was deleted (it no longer exists)")
     phase = pod.status.phase or "Pending"
     container = _container(pod)
     if pod.metadata.deletion_timestamp is not None:
