@@ -12,7 +12,7 @@
 #     interpreter the test targets name with `python = ...`, as a cluster's module would provide;
 #   - a private client HOME ($R/sky/home) so root's ~/.sky and ~/.slurm are untouched: ~/.slurm/config
 #     (Host cakecluster = the login node), ~/.sky/config.yaml (runtime tmpdir), seeded catalogs
-#     (~/.sky/catalogs/v8: GPU names, and an AWS price list for dry-run planning);
+#     (~/.sky/catalogs/v8: GPU names, and a Hyperbolic price list + dummy key for dry-run planning);
 #   - $R/sky/python: the interpreter Cake's SkyPilot bridge runs with (CAKE_SKY_PYTHON): .venv-sky's
 #     python with that HOME, usage collection off and a private API server port; $R/sky/sky: the CLI.
 # Needs root. Usage: tests/infra/sky-up.sh   (env: CAKE_SLURM_ROOT, CAKE_SKY_USER, CAKE_SKY_VENV)
@@ -101,7 +101,7 @@ chmod -R a+rX "$K/node-python"
 
 # ------------------------------------------------------------------ client side: SkyPilot's HOME
 SH="$K/home"; C="$SH/.sky/catalogs/v8"
-mkdir -p "$SH/.slurm" "$SH/.ssh" "$C/common" "$C/aws"; chmod 700 "$SH/.ssh"
+mkdir -p "$SH/.slurm" "$SH/.ssh" "$C/common"; chmod 700 "$SH/.ssh"
 cat > "$SH/.slurm/config" <<CFG
 Host cakecluster
   HostName 127.0.0.1
@@ -116,18 +116,21 @@ slurm:
     cakecluster:
       tmpdir: $K/runtime
 CFG
-# SkyPilot canonicalises GPU names against common/accelerators.csv (downloaded unless present), and
-# prices AWS from aws/vms.csv: a few real-shaped rows so `%cake plan aws` has something to choose from.
-printf 'AcceleratorName,Clouds\nT4,"AWS, Kubernetes, Slurm, SSH"\nA100,"AWS, Kubernetes, Slurm, SSH"\nH100,"AWS, Kubernetes, Slurm, SSH"\n' \
+# SkyPilot canonicalises GPU names against common/accelerators.csv (downloaded unless present).
+printf 'AcceleratorName,Clouds\nT4,"Hyperbolic, Kubernetes, Slurm, SSH"\nA100,"Hyperbolic, Kubernetes, Slurm, SSH"\nH100,"Hyperbolic, Kubernetes, Slurm, SSH"\n' \
   > "$C/common/accelerators.csv"
-cat > "$C/aws/vms.csv" <<'CSV'
-InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,GpuInfo,Price,SpotPrice,Region,AvailabilityZone
-m6i.large,,,2.0,8.0,,0.096,0.0418,us-east-1,us-east-1a
-m6i.2xlarge,,,8.0,32.0,,0.384,0.1612,us-east-1,us-east-1a
-g4dn.xlarge,T4,1.0,4.0,16.0,"{'Gpus': [{'Name': 'T4', 'Manufacturer': 'NVIDIA', 'Count': 1, 'MemoryInfo': {'SizeInMiB': 16384}}], 'TotalGpuMemoryInMiB': 16384}",0.526,0.2292,us-east-1,us-east-1a
-g4dn.2xlarge,T4,1.0,8.0,32.0,"{'Gpus': [{'Name': 'T4', 'Manufacturer': 'NVIDIA', 'Count': 1, 'MemoryInfo': {'SizeInMiB': 16384}}], 'TotalGpuMemoryInMiB': 16384}",0.752,0.3006,us-east-1,us-east-1a
-p4d.24xlarge,A100,8.0,96.0,1152.0,"{'Gpus': [{'Name': 'A100', 'Manufacturer': 'NVIDIA', 'Count': 8, 'MemoryInfo': {'SizeInMiB': 40960}}], 'TotalGpuMemoryInMiB': 327680}",32.7726,12.1608,us-east-1,us-east-1a
+# Dry-run planning of a cloud target (`%cake plan hyperbolic --gpus H100:1`): a price list in the
+# shape SkyPilot fetches, and a TEST-ONLY dummy API key. Hyperbolic is used because SkyPilot's check
+# for it only looks for the key file (AWS/GCP checks call their cloud); nothing is ever launched there.
+mkdir -p "$C/hyperbolic" "$SH/.hyperbolic"
+cat > "$C/hyperbolic/vms.csv" <<'CSV'
+InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,StorageGiB,Price,Region,GpuInfo,SpotPrice
+1x-H100-28-271,H100,1,28,271,1000,1.49,default,"{""Gpus"": [{""Name"": ""H100"", ""Manufacturer"": ""NVIDIA"", ""Count"": 1, ""MemoryInfo"": {""SizeInMiB"": 81920}}], ""TotalGpuMemoryInMiB"": 81920}",
+2x-H100-56-542,H100,2,56,542,2000,2.98,default,"{""Gpus"": [{""Name"": ""H100"", ""Manufacturer"": ""NVIDIA"", ""Count"": 2, ""MemoryInfo"": {""SizeInMiB"": 81920}}], ""TotalGpuMemoryInMiB"": 163840}",
+1x-A100-24-221,A100,1,24,221,1000,1.29,default,"{""Gpus"": [{""Name"": ""A100"", ""Manufacturer"": ""NVIDIA"", ""Count"": 1, ""MemoryInfo"": {""SizeInMiB"": 81920}}], ""TotalGpuMemoryInMiB"": 81920}",
 CSV
+[ -s "$SH/.hyperbolic/api_key" ] || { echo "test-only-dummy-key" > "$SH/.hyperbolic/api_key"; chmod 600 "$SH/.hyperbolic/api_key"; }
+rm -rf "$C/aws"
 
 cat > "$K/env.sh" <<ENV
 # Source this to drive the test SkyPilot by hand (sky status, sky down ...).
@@ -144,4 +147,15 @@ exec $VENV/bin/$tool "\$@"
 WRAP
   chmod 755 "$K/$tool"
 done
+# sshd reads $R/ssh/authorized_keys for every user, as that user: let the login user traverse and read
+# it (slurm-up.sh makes the directory 0700 for root's own use; the private key stays 0600).
+chmod 711 "$R/ssh"; chmod 644 "$R/ssh/authorized_keys"
+# Check that SkyPilot sees both infras (this also records them as enabled), then stop the API server it
+# started: the tests start their own and stop it when they end.
+start=$(date +%s)
+if ! "$K/sky" check slurm hyperbolic > "$K/check.log" 2>&1 || ! grep -q cakecluster "$K/check.log"; then
+  cat "$K/check.log" >&2; echo "sky check failed (above)" >&2; "$K/sky" api stop >/dev/null 2>&1 || true; exit 1
+fi
+"$K/sky" api stop >/dev/null 2>&1 || true
+log "sky check: slurm + hyperbolic enabled ($(( $(date +%s) - start )) s incl. API server start)"
 log "ready: CAKE_SKY_PYTHON=$K/python; infra slurm/cakecluster/debug --via sky; node python $K/node-python/bin/python"

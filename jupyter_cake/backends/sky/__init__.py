@@ -63,7 +63,7 @@ class SkyBackend(Backend):
         deadline = time.monotonic() + budget
         spec = json.loads((allocation.session_dir / "task.json").read_text())
         cluster = data["cluster"]
-        progress(f"launching SkyPilot cluster {cluster} on {target.infra} (provisioning log follows)", transient=True)
+        progress(f"SkyPilot cluster {cluster} on {target.infra}: launching, or re-using it if it is up (log follows)", transient=True)
         started = time.monotonic()
         try:
             result = bridge.call(

@@ -58,7 +58,8 @@ def sky_python(option: str | None = None) -> str:
         if path is None:
             raise CakeError(f"{SKY_PYTHON_ENV} / sky_python names {configured!r}, which is not an executable. {INSTALL_HINT}")
         return path
-    if importlib.util.find_spec("sky") is not None:
+    found = importlib.util.find_spec("sky")
+    if found is not None and (found.origin or "").endswith("__init__.py"):  # not some folder named sky/
         return sys.executable
     command = shutil.which("sky")
     if command:

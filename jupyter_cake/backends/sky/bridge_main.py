@@ -263,15 +263,26 @@ def op_down(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_plan(req: dict[str, Any]) -> dict[str, Any]:
+    """SkyPilot's optimizer on the task. The API server does not return the optimized DAG, only its
+    log, so the choice and its price come from the optimizer's own table (the row marked chosen)."""
     task = build_task(req["spec"])
-    dag, stream = _stream(sky.optimize(_dag(task)))
-    best = dag.tasks[0].best_resources if dag is not None else None
-    nodes = int(dag.tasks[0].num_nodes or 1) if dag is not None else 1
-    return {
-        "table": "\n".join(stream.lines),
-        "chosen": str(best) if best is not None else None,
-        "price_per_hour": _price(best, nodes) if best is not None else None,
-    }
+    _, stream = _stream(sky.optimize(_dag(task)))
+    header: list[str] = []
+    chosen: dict[str, str] | None = None
+    for line in stream.lines:
+        cells = [c.strip() for c in re.split(r"\s{2,}", line.strip())]
+        if "CHOSEN" in cells and "INFRA" in cells:
+            header = cells
+        elif header and "\u2714" in line:
+            chosen = dict(zip(header, cells))
+            break
+    price = None
+    if chosen is not None:
+        try:
+            price = float(chosen.get("COST ($)", "").split()[0])
+        except (ValueError, IndexError):
+            price = None
+    return {"table": "\n".join(stream.lines), "chosen": chosen, "price_per_hour": price, "nodes": task.num_nodes}
 
 
 def _dag(task: Any) -> Any:

@@ -1,0 +1,132 @@
+"""A session launched through SkyPilot on the local Slurm cluster: what a notebook user sees.
+
+One cluster is launched for the module (each `sky launch` costs ~35 s) and the tests use it in order,
+as a user would: the launch itself, cells on the GPU node, a second kernel re-using the cluster, and
+`%cake down` removing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sky_infra import TARGET, sky_clusters, sky_jobs_in_slurm
+
+from helpers import Notebook, open_notebook, text
+from jupyter_cake.manager import Cake
+from jupyter_cake.store import Store
+
+GPU_TARGET = f"{TARGET} --gpus T4:1 --idle-minutes 20"
+
+
+@dataclass
+class Launched:
+    nb: Notebook
+    cell: Any
+    messages: list[dict[str, Any]]
+    seconds: float
+    cluster: str
+
+
+def _progress_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """Every progress line the user saw, including transient ones later replaced in place."""
+    out = []
+    for msg in messages:
+        data = msg.get("content", {}).get("data", {})
+        if msg["header"]["msg_type"] in ("display_data", "update_display_data") and "text/plain" in data:
+            out.append(data["text/plain"])
+        elif msg["header"]["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def launched() -> Iterator[Launched]:
+    nb = open_notebook()
+    try:
+        started = time.monotonic()
+        cell = nb.run(f"%cake use {GPU_TARGET} --name sky-a", timeout=600)
+        seconds = time.monotonic() - started
+        row = Store().live_session("sky-a", "")
+        assert row is not None
+        yield Launched(nb, cell, [m for _, m in nb.client.received], seconds, row.allocation_data["cluster"])
+    finally:
+        with contextlib.suppress(Exception):  # already down when the last test passed
+            nb.run("%cake down", timeout=300)
+        nb.close()
+
+
+def test_launch_streams_skypilots_log_and_records_the_price(launched: Launched) -> None:
+    progress = "\n".join(_progress_texts(launched.messages))
+    # SkyPilot's own provisioning log reached the cell while the cluster came up.
+    assert "sky: " in progress and "Launching on Slurm cakecluster" in progress, progress
+    assert "Cluster launched" in progress
+    final = text(launched.cell)
+    assert "started session" in final and f"SkyPilot cluster {launched.cluster}" in final, final
+    assert launched.cluster in sky_clusters()
+    row = Store().live_session("sky-a", "")
+    assert row is not None and row.backend == "sky"
+    assert row.price_per_hour == 0.0  # SkyPilot prices a Slurm cluster at $0; clouds get catalog prices
+
+
+def test_cells_stream_show_figures_interrupt_and_move_variables(launched: Launched) -> None:
+    nb = launched.nb
+    # The GPU request reached the node: Slurm's GRES, through SkyPilot, sets CUDA_VISIBLE_DEVICES.
+    cell = nb.run("%%cake\nimport os, socket\nprint(os.environ.get('CUDA_VISIBLE_DEVICES'), socket.gethostname())")
+    assert text(cell).split()[0] == "0"
+
+    started = time.time()
+    nb.run("%%cake\nimport time\nfor i in range(6):\n    print(i, flush=True); time.sleep(0.25)")
+    stream_times = [t for t, m in nb.client.received if m["header"]["msg_type"] == "stream"]
+    assert stream_times[0] - started < 1.0 and stream_times[-1] - stream_times[0] > 0.9  # streamed, not batched
+
+    cell = nb.run("%%cake\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()")
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+
+    timer = threading.Timer(1.5, nb.interrupt)
+    timer.start()
+    t0 = time.time()
+    assert "KeyboardInterrupt" in nb.fails("%%cake\nimport time\ntime.sleep(60)")
+    assert time.time() - t0 < 6
+    assert text(nb.run("%%cake\nprint('still alive')")) == "still alive\n"
+
+    nb.run("numbers = list(range(1000))")
+    nb.run("%%cake --push numbers --pull total\ntotal = sum(numbers)")
+    assert text(nb.run("print(total)")) == "499500\n"
+
+
+def test_a_new_kernel_reuses_the_running_cluster(launched: Launched) -> None:
+    """The kernel ended (here: asked to stop, as after its idle time) but the cluster is still up: the next
+    `%cake use` of the same target starts a kernel on that cluster instead of launching a second one."""
+    cake = Cake()
+    row = Store().live_session("sky-a", "")
+    assert row is not None
+    handle = cake.connect(row)
+    assert handle is not None
+    handle.nanny("shutdown", reason="test: the kernel ended")
+    handle.close()
+
+    nb = launched.nb
+    started = time.monotonic()
+    cell = nb.run(f"%cake use {GPU_TARGET} --name sky-a --new", timeout=300)
+    took = time.monotonic() - started
+    progress = "\n".join(_progress_texts([m for _, m in nb.client.received]))
+    assert "re-using SkyPilot cluster" in progress and f"SkyPilot cluster {launched.cluster} re-used in" in progress, progress
+    assert "started session" in text(cell)
+    assert took < launched.seconds, (took, launched.seconds)  # no second provisioning
+    assert sky_clusters().count(launched.cluster) == 1 and len([c for c in sky_clusters() if c.startswith("cake-")]) == 1
+    assert text(nb.run("%%cake\nprint(6 * 7)")) == "42\n"
+
+
+def test_down_removes_the_skypilot_cluster(launched: Launched) -> None:
+    launched.nb.run("%cake down", timeout=300)
+    assert launched.cluster not in sky_clusters()
+    deadline = time.time() + 20
+    while sky_jobs_in_slurm() and time.time() < deadline:
+        time.sleep(0.5)
+    assert sky_jobs_in_slurm() == []
