@@ -2,6 +2,7 @@
 
     cake status [--all]        sessions, idle time, autostop countdown
     cake targets               named targets and installed backends
+    cake plan TARGET [resources]  SkyPilot's choice and $/hour for a target, without launching it
     cake runs [--all]          recent runs
     cake logs RUN [-f]         a run's output (from the journal); -f follows a live run
     cake down [SESSION|--all]  stop sessions and release their allocations
@@ -27,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="list sessions")
     status.add_argument("--all", action="store_true", help="include stopped and failed sessions")
     sub.add_parser("targets", help="list targets")
+    plan = sub.add_parser("plan", help="SkyPilot's choice and $/hour for a target, without launching")
+    plan.add_argument("tokens", nargs=argparse.REMAINDER, help="a target line, e.g. aws --gpus T4:1")
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--all", action="store_true", help="up to 200 runs instead of 20")
     runs.add_argument("--session", default=None, help="only runs of this session")
@@ -166,6 +169,14 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.command == "targets":
         print(views.targets_table())
+        return 0
+    if args.command == "plan":
+        from jupyter_cake.backends.sky.plan import plan_text
+        from jupyter_cake.targets import resolve_target
+
+        if not args.tokens:
+            raise CakeError("Plan which target? e.g. `cake plan aws --gpus T4:1`.")
+        print(plan_text(resolve_target(args.tokens)))
         return 0
     if args.command == "run":
         from jupyter_cake import runner

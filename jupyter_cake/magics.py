@@ -32,7 +32,10 @@ HELP = __doc__ + """
 Targets use SkyPilot's infra syntax (local, slurm/<cluster>/<partition>, k8s/<context>, aws/<region>, ...)
 plus --gpus NAME:N --cpus N[+] --memory GB[+] --nodes N --image IMG --env K=V --workdir DIR
 --idle-minutes M, or a name from the targets file (`%cake targets` shows where it is).
-`%cake use` also takes --name NAME (share a session by name), --new (never re-attach), --timeout S.
+`%cake use` also takes --name NAME (share a session by name), --new (never re-attach), --timeout S,
+--dryrun (show SkyPilot's plan and $/hour instead of launching; same as `%cake plan <target>`).
+SkyPilot: clouds always go through it; slurm/ and k8s/ do with --via sky (or via = "sky" in a named
+target), and --task task.yaml takes resources, envs, setup, workdir and file_mounts from a SkyPilot task.
 """
 
 
@@ -51,6 +54,8 @@ def _split_use_flags(tokens: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
             flags[key[2:]] = value
         elif token == "--new":
             flags["new"] = True
+        elif token == "--dryrun":
+            flags["dryrun"] = True
         else:
             rest.append(token)
     if flags["timeout"] is not None:
@@ -137,6 +142,8 @@ class CakeMagics(Magics):
     def _cmd_use(self, args: list[str]) -> None:
         spec, flags = _split_use_flags(args)
         target = resolve_target(spec)
+        if flags.get("dryrun"):  # SkyPilot's plan and price, nothing launched
+            return self._cmd_plan(spec)
         self.current = self._session_for(target, name=flags["name"], new=flags["new"], timeout=flags["timeout"])
 
     def _session_for(
@@ -336,6 +343,13 @@ class CakeMagics(Magics):
 
     def _cmd_status(self, args: list[str]) -> None:
         print(views.status_table(self.core, show_all="--all" in args))
+
+    def _cmd_plan(self, args: list[str]) -> None:
+        from jupyter_cake.backends.sky.plan import plan_text
+
+        if not args:
+            raise CakeError("Plan which target? e.g. `%cake plan aws --gpus T4:1` (SkyPilot's choice and $/hour).")
+        print(plan_text(resolve_target(args)))
 
     def _cmd_targets(self, args: list[str]) -> None:
         print(views.targets_table())

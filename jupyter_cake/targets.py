@@ -784,6 +784,11 @@ def _parse_target(
         fields = _named_fields(spec, named[spec], source)
         fields["name"] = spec
     else:
+        if spec is None and "--task" in singles:
+            # `--task task.yaml` alone: the task's own resources say where (read lazily: pyyaml).
+            from jupyter_cake.backends.sky.taskfile import task_infra
+
+            spec = task_infra(singles["--task"])
         infra = "local" if spec is None else _parse_infra(spec, list(named))
         fields = {"infra": infra, "env": {}, "options": {}}
 
