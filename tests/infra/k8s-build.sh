@@ -4,7 +4,7 @@
 #     bookworm's own `kubernetes` source package with Debian's Go, plus etcd/containerd/runc/CNI/registry
 #     from Debian's binary packages;
 #   * the `pause` image and a busybox image;
-#   * the session image `cake-python:test` (debootstrap minbase + python3, then pip install --target of
+#   * the session image `cake-python:test` (built in parallel with the compile) (debootstrap minbase + python3, then pip install --target of
 #     ipykernel, pyzmq, cloudpickle, numpy, matplotlib): what a Cake session Pod runs.
 # Cache: $CAKE_K8S_HOME (default /var/cache/cake-k8s). Each part is skipped when its output exists, so a
 # second run takes seconds. Needs root (apt, debootstrap). ~5 min on 2 cores the first time.
@@ -40,6 +40,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt_retry apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
+
+# ------------------------------------------------------------------ the session image (in parallel)
+# debootstrap + pip mostly wait on the network: build the image while Go compiles (saves ~100 s).
+"$HERE/k8s/build-session-image.sh" "$H" > "$H/session-image.log" 2>&1 &
+image_pid=$!
 
 # ------------------------------------------------------------------ Kubernetes binaries
 if [ ! -x "$H/bin/kube-apiserver" ] || [ ! -x "$H/bin/kubectl" ]; then
@@ -95,6 +100,6 @@ if [ ! -f "$H/images/busybox.tar" ]; then
   rm -rf "$B"
 fi
 
-# ------------------------------------------------------------------ the session image
-"$HERE/k8s/build-session-image.sh" "$H"
+if ! wait "$image_pid"; then tail -20 "$H/session-image.log" >&2; echo "the session image build failed" >&2; exit 1; fi
+grep -v '^WARNING' "$H/session-image.log" || true
 log "ready: $H"

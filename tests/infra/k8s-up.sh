@@ -111,10 +111,11 @@ CT
 bg containerd containerd --config "$R/containerd.toml"
 export CONTAINERD_ADDRESS="$R/containerd/containerd.sock"
 wait_for "containerd up" 60 ctr version
-for img in pause busybox cake-python cake-python-bare; do
-  ctr -n k8s.io images import "$H/images/$img.tar" >/dev/null
-done
-log "images imported ($(( $(date +%s) - t0 )) s)"
+# importing the images (~350 MB) takes as long as the kubelet's start: do both at once
+( for img in pause busybox cake-python cake-python-bare; do
+    ctr -n k8s.io images import "$H/images/$img.tar" >/dev/null || exit 1
+  done ) > "$L/import.log" 2>&1 &
+import_pid=$!
 wait_for "registry up" 60 curl -sf "http://127.0.0.1:$REG_PORT/v2/"
 skopeo copy -q --dest-tls-verify=false "docker-archive:$H/images/busybox.tar" "docker://127.0.0.1:$REG_PORT/library/busybox:latest"
 
@@ -134,6 +135,8 @@ curl -sfk -X PATCH -H "Authorization: Bearer $TOKEN" -H 'Content-Type: applicati
   -d '{"status":{"addresses":[{"type":"InternalIP","address":"127.0.0.1"},{"type":"Hostname","address":"'"$NODE"'"}]}}' >/dev/null
 wait_for "node Ready" 120 "$B/kubectl" wait --for=condition=Ready "node/$NODE" --timeout=1s
 wait_for "default ServiceAccount" 60 "$B/kubectl" get serviceaccount default
+wait "$import_pid" || { echo "importing the images into containerd failed ($L/import.log)" >&2; exit 1; }
+log "images imported ($(( $(date +%s) - t0 )) s)"
 cat > "$R/env.sh" <<ENV
 export KUBECONFIG=$KC
 export PATH=$B:\$PATH

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
 from jupyter_cake.backends.kubernetes.cluster import Cluster, connect, network_errors, request_timeout, unreachable
-from jupyter_cake.backends.kubernetes.forward import ENDED_FILE, KubernetesChannel, forwarder_pid, record_end, stop_forwarder
+from jupyter_cake.backends.kubernetes.forward import (
+    ENDED_FILE,
+    KubernetesChannel,
+    forwarder_pid,
+    record_end,
+    spawn_forwarder,
+    stop_forwarder,
+)
 from jupyter_cake.backends.kubernetes.podspec import REPORT_PORT, build_pod, nanny_archive, pod_name
 from jupyter_cake.backends.kubernetes.rbac import api_error, preflight
 from jupyter_cake.backends.kubernetes.waiting import pod_state
@@ -50,6 +58,8 @@ class KubernetesBackend(Backend):
 
     def __init__(self) -> None:
         self._clusters: dict[tuple[str, str, str], Cluster] = {}
+        # Forwarders spawned at allocate, by session dir: they load the client while the Pod starts.
+        self._spawned: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- the cluster ------------------------------------------------------------------------------
     def _cluster(self, data: dict[str, Any]) -> Cluster:
@@ -111,6 +121,7 @@ class KubernetesBackend(Backend):
         spec["spec"]["containers"] = [dict(c, env=[e for e in c["env"] if e["name"] != "CAKE_NANNY_ARCHIVE"])
                                       for c in manifest["spec"]["containers"]]  # fmt: skip
         (session_dir / "pod.json").write_text(json.dumps(spec, indent=1))  # what was created, minus the archive
+        self._spawned[str(session_dir)] = spawn_forwarder(data, session_dir)
         return Allocation(self.name, session_dir, data)
 
     def start_nanny(self, allocation: Allocation, target: Target, progress: Progress, timeout: float) -> NannyInfo:
@@ -201,7 +212,7 @@ class KubernetesBackend(Backend):
 
         channel = KubernetesChannel(connection, f"tcp://127.0.0.1:{local_ports[-1]}", data, allocation.session_dir,
                                     pairs, pod_alive)  # fmt: skip
-        channel.establish()
+        channel.establish(self._spawned.pop(str(allocation.session_dir), None))
         return channel
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -254,6 +265,10 @@ class KubernetesBackend(Backend):
 
     def release(self, allocation: Allocation) -> None:
         data = allocation.data
+        spawned = self._spawned.pop(str(allocation.session_dir), None)
+        if spawned is not None:  # the start failed before the channel was opened
+            spawned.kill()
+            spawned.wait()
         stop_forwarder(allocation.session_dir)
         name = data.get("pod")
         if not name:

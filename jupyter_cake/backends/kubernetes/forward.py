@@ -130,8 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s cake-forward %(levelname)s %(message)s")
     cluster = connect(args.context, args.kubeconfig, args.namespace)
+    from kubernetes.stream import portforward  # noqa: F401 - imported now, not on the first connection
+
+    pairs = args.map
+    if not pairs:  # spawned early (while the Pod starts): the ports come on stdin once the kernel reported
+        pairs = [line.strip() for line in sys.stdin if line.strip()]
     servers = []
-    for pair in args.map:
+    for pair in pairs:
         local, remote = (int(p) for p in pair.split(":"))
         server = socket.socket()
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -162,19 +167,28 @@ def forwarder_pid(session_dir: Path) -> int | None:
     return None if stat.rsplit(")", 1)[1].split()[0] == "Z" else pid
 
 
-def start_forwarder(data: dict[str, Any], session_dir: Path, pairs: list[tuple[int, int]]) -> int:
+def spawn_forwarder(data: dict[str, Any], session_dir: Path) -> subprocess.Popen[bytes]:
+    """Start a forwarder that waits for its port map on stdin: spawned while the Pod starts, it has
+    imported the kubernetes client and loaded the kubeconfig by the time the kernel reports."""
     argv = [sys.executable, "-m", "jupyter_cake.backends.kubernetes.forward", "--namespace", data["namespace"],
             "--pod", data["pod"], "--session-dir", str(session_dir)]  # fmt: skip
     if data.get("context"):
         argv += ["--context", data["context"]]
     if data.get("kubeconfig"):
         argv += ["--kubeconfig", data["kubeconfig"]]
-    for local, remote in pairs:
-        argv += ["--map", f"{local}:{remote}"]
     with open(session_dir / "forward.log", "ab") as logfile:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logfile,
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logfile,
                                 start_new_session=True)  # survives the notebook kernel's restart  # fmt: skip
-    assert proc.stdout is not None
+
+
+def finish_forwarder(proc: subprocess.Popen[bytes], session_dir: Path, pairs: list[tuple[int, int]]) -> int:
+    """Hand ``proc`` its port map and wait until it listens; returns its PID."""
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write("".join(f"{local}:{remote}\n" for local, remote in pairs).encode())
+        proc.stdin.close()
+    except OSError:
+        pass  # it has died: reported below
     ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT_S)
     line = proc.stdout.readline() if ready else b""
     proc.stdout.close()
@@ -187,6 +201,10 @@ def start_forwarder(data: dict[str, Any], session_dir: Path, pairs: list[tuple[i
         raise CakeError("Could not start the port-forward to the session Pod:\n" + "\n".join(tail))
     _reaper(proc)
     return proc.pid
+
+
+def start_forwarder(data: dict[str, Any], session_dir: Path, pairs: list[tuple[int, int]]) -> int:
+    return finish_forwarder(spawn_forwarder(data, session_dir), session_dir, pairs)
 
 
 def _reaper(proc: subprocess.Popen[bytes]) -> None:
@@ -218,8 +236,14 @@ class KubernetesChannel(Channel):
         self.pairs = pairs
         self.pod_alive = pod_alive
 
-    def establish(self) -> None:
-        if forwarder_pid(self.session_dir) is None:
+    def establish(self, spawned: subprocess.Popen[bytes] | None = None) -> None:
+        if forwarder_pid(self.session_dir) is not None:
+            if spawned is not None:
+                spawned.kill()
+            return
+        if spawned is not None and spawned.poll() is None:
+            finish_forwarder(spawned, self.session_dir, self.pairs)
+        else:
             start_forwarder(self.data, self.session_dir, self.pairs)
 
     def repair(self) -> bool:
