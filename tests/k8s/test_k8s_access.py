@@ -102,9 +102,11 @@ def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("k8s/cake --image cake-python-bare:test --option kubeconfig={kc} --option namespace={ns}",
          ["lacks ipykernel", "pip install ipykernel pyzmq cloudpickle"]),
         ("k8s/cake --image busybox --option kubeconfig={kc} --option namespace={ns}", ["has no Python", "python3"]),
+        ("k8s/cake --image no-such-image:1 --option kubeconfig={kc} --option namespace={ns}",
+         ["cannot be pulled", "no-such-image:1", "Fix --image"]),
         ("k8s/cake --image cake-python:test --option kubeconfig={kc} --option namespace=Bad_NS", ["not a valid name", "namespace"]),
     ],
-    ids=["unknown-context", "no-kubeconfig", "unreachable", "no-ipykernel", "no-python", "bad-namespace"],
+    ids=["unknown-context", "no-kubeconfig", "unreachable", "no-ipykernel", "no-python", "no-such-image", "bad-namespace"],
 )
 def test_start_errors_are_clear_fast_and_leave_no_pod(k8s, nb: Notebook, unreachable_kubeconfig: Path, spec: str,  # type: ignore[no-untyped-def]
                                                       expected: list[str]) -> None:  # fmt: skip

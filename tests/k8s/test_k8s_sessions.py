@@ -154,3 +154,18 @@ def test_an_idle_session_deletes_its_pod(k8s) -> None:  # type: ignore[no-untype
     status = _cake("status", "--all").stdout
     line = next(ln for ln in status.splitlines() if "k8s-idle" in ln)
     assert "idle for 0.05 minutes" in line
+
+
+def test_a_cell_that_runs_out_of_memory_fails_saying_oomkilled_and_the_session_is_dead(k8s) -> None:  # type: ignore[no-untyped-def]
+    nb = open_notebook()
+    try:
+        nb.run(f"%cake use {k8s.target} --memory 0.25 --name k8s-oom --new")
+        pod = _pod_of("k8s-oom")
+        t0 = time.time()
+        error = nb.fails("%%cake\nx = bytearray(1024**3)\nx[::4096] = b'1' * (len(x) // 4096)\nprint('survived')")
+        assert time.time() - t0 < 30
+        assert "OOMKilled" in error and "256Mi" in error and "--memory" in error
+        assert Store().live_session("k8s-oom", "") is None
+        assert _wait_gone(k8s, pod)
+    finally:
+        nb.close()
