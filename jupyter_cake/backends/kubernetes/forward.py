@@ -36,7 +36,8 @@ from jupyter_cake.backends.base import Channel
 log = logging.getLogger("cake.k8s.forward")
 PID_FILE = "forward.pid"
 ENDED_FILE = "pod-ended.json"
-WATCH_INTERVAL_S = 1.0
+WATCH_SECONDS = 300  # one watch request; then a fresh list + watch
+WATCH_RETRY_S = 2.0
 START_TIMEOUT_S = 20.0
 
 
@@ -83,32 +84,43 @@ def _listen(cluster: Any, namespace: str, pod: str, server: socket.socket, remot
 
 
 def _watch(core: Any, namespace: str, pod: str, session_dir: Path) -> None:
-    """Return once the Pod has ended; record why, and delete it if it is finished."""
-    from kubernetes.client.rest import ApiException
+    """Return once the Pod has ended; record why, and delete it if it has finished.
 
+    A watch (list + watch on this one Pod, by field selector) rather than polling: the API server
+    pushes each change, so an ended session is noticed at once and an idle one costs nothing."""
+    from kubernetes import watch
+
+    selector = f"metadata.name={pod}"
+    while True:
+        try:
+            listed = core.list_namespaced_pod(namespace, field_selector=selector, _request_timeout=(5, 30))
+            if _ended(core, namespace, pod, session_dir, listed.items[0] if listed.items else None):
+                return
+            stream = watch.Watch().stream(core.list_namespaced_pod, namespace, field_selector=selector,
+                                          resource_version=listed.metadata.resource_version,
+                                          timeout_seconds=WATCH_SECONDS, _request_timeout=(5, WATCH_SECONDS + 30))  # fmt: skip
+            for event in stream:
+                obj = None if event["type"] == "DELETED" else event["object"]
+                if _ended(core, namespace, pod, session_dir, obj):
+                    return
+        except Exception as exc:  # noqa: BLE001 - API server unreachable for a moment: keep forwarding
+            log.info("watch of pod %s interrupted (%s); retrying", pod, exc)
+            time.sleep(WATCH_RETRY_S)
+
+
+def _ended(core: Any, namespace: str, pod: str, session_dir: Path, obj: Any | None) -> bool:
     from jupyter_cake.backends.kubernetes.waiting import pod_state
 
-    while True:
-        time.sleep(WATCH_INTERVAL_S)
-        try:
-            obj = core.read_namespaced_pod(pod, namespace, _request_timeout=(5, 10))
-        except ApiException as exc:
-            if exc.status == 404:
-                obj = None
-            else:
-                continue
-        except Exception:  # noqa: BLE001 - API server unreachable for a moment: keep forwarding
-            continue
-        state = pod_state(obj)
-        if obj is not None and not (state.phase in ("Succeeded", "Failed") or obj.metadata.deletion_timestamp):
-            continue
-        record_end(session_dir, state.fatal)
-        if obj is not None and state.phase in ("Succeeded", "Failed"):
-            try:  # the container has exited (its resources are free); the Pod object goes too
-                core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0, _request_timeout=(5, 10))
-            except Exception:  # noqa: BLE001 - the next Cake command (release) deletes it
-                pass
-        return
+    state = pod_state(obj)
+    if obj is not None and not (state.phase in ("Succeeded", "Failed") or obj.metadata.deletion_timestamp):
+        return False
+    record_end(session_dir, state.fatal)
+    if obj is not None and state.phase in ("Succeeded", "Failed"):
+        try:  # the container has exited (its resources are free); the Pod object goes too
+            core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0, _request_timeout=(5, 10))
+        except Exception:  # noqa: BLE001 - the next Cake command (release) deletes it
+            pass
+    return True
 
 
 def record_end(session_dir: Path, reason: str) -> None:

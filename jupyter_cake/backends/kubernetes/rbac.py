@@ -2,7 +2,8 @@
 
 Cake needs, in ONE namespace (a Role + RoleBinding, never a ClusterRole):
 
-    pods              create, get, list, watch, delete   the session Pod; list/watch find it by label
+    pods              create, get, list, watch, delete   the session Pod; list + watch follow it (by name)
+                                                         while the session lives
     pods/portforward  get, create                        the channel (websocket port-forward is a GET,
                                                          SPDY port-forward a create)
     pods/log          get                                `cake logs`, and why a Pod failed to start
