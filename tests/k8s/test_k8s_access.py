@@ -118,3 +118,25 @@ def test_start_errors_are_clear_fast_and_leave_no_pod(k8s, nb: Notebook, unreach
         assert fragment in error, f"{fragment!r} not in: {error[-800:]}"
     assert "Traceback" not in error.split("CakeError")[-1]
     assert k8s.pods() == []
+
+
+def test_a_namespace_quota_that_refuses_the_pod_is_reported_with_the_quota(k8s, nb: Notebook) -> None:  # type: ignore[no-untyped-def]
+    from kubernetes import client
+
+    namespace = f"{k8s.namespace}-quota"
+    k8s.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    try:
+        k8s.core.create_namespaced_resource_quota(namespace, client.V1ResourceQuota(
+            metadata=client.V1ObjectMeta(name="small"), spec=client.V1ResourceQuotaSpec(hard={"limits.memory": "1Gi"})))  # fmt: skip
+        deadline = time.time() + 30  # the quota controller fills in its status (until then it admits
+        # nothing), and Pods need the namespace's default ServiceAccount
+        while not ((k8s.core.read_namespaced_resource_quota("small", namespace).status.hard or {})
+                   and k8s.core.list_namespaced_service_account(namespace).items):  # fmt: skip
+            assert time.time() < deadline
+            time.sleep(0.2)
+        line = f"k8s/cake --image cake-python:test --memory 2 --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
+        error = nb.fails(f"%cake use {line} --name k8s-quota --new")
+        assert "exceeded quota: small" in error and "limits.memory" in error and "larger quota" in error
+        assert k8s.core.list_namespaced_pod(namespace).items == []
+    finally:
+        k8s.core.delete_namespace(namespace)
