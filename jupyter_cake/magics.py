@@ -5,6 +5,7 @@
     %%cake [--push a,b] [--pull c] [--detach] [--timeout S] [--target ...]
     %cake push a,b | pull c                  move variables without running a cell
     %cake status | targets | runs | attach RUN | logs RUN | interrupt | down [SESSION] | help
+    %cake use <target> --ray                 a Ray cluster in the session; `%cake ray` shows it
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class CakeMagics(Magics):
     @argument("--pull", default=None, help="remote variables to bring back after the cell")
     @argument("--detach", action="store_true", help="return a run id at once; `%%cake attach RUN` later")
     @argument("--timeout", default=None, help="interrupt the remote cell after this many seconds")
+    @argument("--ray", action="store_true", help="run on the session's target with a Ray cluster (RAY_ADDRESS set)")
     @line_cell_magic
     def cake(self, line: str, cell: str | None = None) -> Any:
         """Run a cell on the current Cake session, or manage sessions (`%cake help`)."""
@@ -177,6 +179,10 @@ class CakeMagics(Magics):
             raise CakeError("--pull needs the cell's end, which --detach doesn't wait for. Pull in a later cell.")
         target = resolve_target([*shlex.split(args.target), *resources]) if args.target else None
         current = None if target else self._require_current()
+        if args.ray and not (target or current.target).ray:  # type: ignore[union-attr]
+            import dataclasses  # the same target with Ray: a session of its own, started if needed
+
+            target, current = dataclasses.replace(target or current.target, ray=True), None  # type: ignore[union-attr]
         # The in-cell run header (jupyter_cake/widget.py): only for interactive frontends.
         label = (target or current.target).describe()  # type: ignore[union-attr]
         self._header = None if args.detach else widget.start(self.shell, label)
@@ -395,6 +401,11 @@ class CakeMagics(Magics):
         if not runs:
             raise CakeError("No runs yet to attach to. `%cake attach RUN` takes an id from `%cake runs`.")
         return runs[0]
+
+    def _cmd_ray(self, args: list[str]) -> None:
+        from jupyter_cake.ray.session import info_text
+
+        print(info_text(self._handle_arg(args)))
 
     def _cmd_interrupt(self, args: list[str]) -> None:
         handle = self._handle_arg(args)

@@ -194,6 +194,10 @@ class Cake:
             self.store.update_session(session_id, allocation=row.allocation)
             _write_private_json(session_dir / CONNECTION_FILE, info.to_report())
             handle = self._open(row, target, backend, allocation, info, timeout)
+            if target.ray:  # the head boots beside the kernel; `use` returns once ray.init() would work
+                from jupyter_cake.ray.session import wait_ready
+
+                wait_ready(handle, progress)
         except BaseException as exc:
             # Nothing may be left running behind a failed start (including Ctrl-C during it).
             if allocation is not None:

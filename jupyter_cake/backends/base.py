@@ -91,6 +91,11 @@ class Channel:
     def close(self) -> None:
         """Tear down tunnels, if the backend opened any."""
 
+    def forward(self, remote_port: int) -> int:
+        """A local port that reaches ``remote_port`` on the session's node loopback (e.g. Ray's
+        dashboard). The same machine: the port itself; backends with tunnels override this."""
+        return remote_port
+
     def repair(self) -> bool:
         """Re-establish a dropped transport (e.g. an SSH master). True if something was repaired,
         so a failed liveness check is worth retrying."""

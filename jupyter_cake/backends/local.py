@@ -88,6 +88,10 @@ class LocalBackend(Backend):
             ]  # fmt: skip
             if target.workdir:
                 argv += ["--workdir", str(Path(target.workdir).expanduser())]
+            if target.ray:
+                from jupyter_cake.ray.session import nanny_args
+
+                argv += nanny_args(target)
             log_path = allocation.session_dir / "nanny.log"
             with open(log_path, "ab") as log:
                 nanny = subprocess.Popen(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from typing import Any
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     app.initialize(["--HistoryManager.enabled=False", *args])
     app.kernel.comm_manager.register_target(VARS_COMM_TARGET, _handle_vars)
+    if "CAKE_RAY_TEMP_DIR" in os.environ:  # a Ray session: worker prints must reach their cell
+        from jupyter_cake.ray.kernel_hooks import install
+
+        install(app.shell)
     app.start()
 
 

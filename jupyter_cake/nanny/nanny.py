@@ -60,6 +60,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs the kernel")
     parser.add_argument("--workdir", default=None, help="kernel working directory")
     parser.add_argument("--release-command", default=None, help="JSON argv run on exit to free the allocation")
+    parser.add_argument("--ray", default=None, help="JSON spec: start a Ray head next to the kernel (jupyter_cake.ray)")
     return parser.parse_args(argv)
 
 
@@ -131,6 +132,7 @@ class Nanny:
         self.last_activity = time.time()
         self.kernel_busy = False
         self.stopping: str | None = None
+        self.ray: Any = None  # jupyter_cake.ray.head.RayHead when the session has Ray
 
     # -- reporting ---------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -213,7 +215,9 @@ class Nanny:
                     self._on_control()
             if self.kernel.poll() is not None and self.stopping is None:
                 self.stopping = f"kernel exited with code {self.kernel.returncode}"
-            elif idle_limit and self.idle_seconds() > idle_limit:
+            if self.ray is not None:  # a Ray cluster running tasks or jobs is not idle
+                self.last_activity = max(self.last_activity, self.ray.last_busy)
+            if self.stopping is None and idle_limit and self.idle_seconds() > idle_limit:
                 self.stopping = f"idle for {self.args.idle_minutes:g} minutes"
         self.shutdown(self.stopping)
 
@@ -261,6 +265,10 @@ class Nanny:
             }
         if op == "runs":
             return {"ok": True, "runs": {k: vars(v) for k, v in self.journal.runs.items()}}
+        if op == "ray":
+            if self.ray is None:
+                return {"ok": False, "error": "this session has no Ray cluster; start one with `%cake use <target> --ray`"}
+            return {"ok": True, **self.ray.status(details=bool(content.get("details")))}
         if op == "journal":
             run_id = str(content["run_id"])
             entries = read_entries(self.journal.dir, run_id, int(content.get("since", 0)))
@@ -294,6 +302,8 @@ class Nanny:
     def shutdown(self, reason: str) -> None:
         log.info("stopping: %s", reason)
         self._stop_kernel()
+        if self.ray is not None:
+            self.ray.stop()
         self.journal.close()
         self._write_state("stopped", reason)
         if self.args.release_command:
@@ -320,8 +330,14 @@ def main(argv: list[str] | None = None) -> None:
     }
     connection_file = args.session_dir / "kernel.json"
     _write_private(connection_file, conn)
+    ray_head = None
+    if args.ray:  # before the kernel: it inherits RAY_ADDRESS; Ray boots while the kernel does
+        from jupyter_cake.ray import head
+
+        ray_head = head.start(args.session_dir, args.ray, args.python)
     kernel = spawn_kernel(args, connection_file)
     nanny = Nanny(args, conn, kernel)
+    nanny.ray = ray_head
     signal.signal(signal.SIGTERM, lambda *_: setattr(nanny, "stopping", "terminated (SIGTERM)"))
     nanny.await_journal_subscription()
     try:

@@ -88,6 +88,14 @@ class SlurmChannel(Channel):
         self.ssh.start()
         self.ssh.forward(self.forwards)
 
+    def forward(self, remote_port: int) -> int:
+        if self.ssh is None:
+            return remote_port
+        local = _free_local_ports(1)[0]
+        self.ssh.forward([(local, remote_port)])
+        self.forwards.append((local, remote_port))  # re-established with the others by repair()
+        return local
+
     def repair(self) -> bool:
         if self.ssh is None or self.ssh.alive():
             return False

@@ -56,6 +56,7 @@ class JobSpec:
     idle_minutes: float = 0.0
     workdir: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    ray_spec: str | None = None  # JSON for the nanny's --ray (jupyter_cake.ray.session.spec)
 
     @property
     def session_dir(self) -> str:
@@ -114,7 +115,16 @@ def job_spec(target: Target, session_id: str, idle_minutes: float) -> JobSpec:
         setup=options.get("setup"),
         idle_minutes=idle_minutes,
         workdir=target.workdir,
+        ray_spec=_ray_spec(target),
     )
+
+
+def _ray_spec(target: Target) -> str | None:
+    if not target.ray:
+        return None
+    from jupyter_cake.ray.session import spec
+
+    return spec(target)
 
 
 def nanny_archive() -> tuple[str, str]:
@@ -128,6 +138,10 @@ def nanny_archive() -> tuple[str, str]:
         _add(tar, "jupyter_cake/__init__.py", stub)
         for path in sorted((package / "nanny").glob("*.py")):
             _add(tar, f"jupyter_cake/nanny/{path.name}", path.read_bytes())
+        from jupyter_cake.ray import REMOTE_MODULES  # Ray's head/worker start beside the nanny
+
+        for name in REMOTE_MODULES:
+            _add(tar, f"jupyter_cake/ray/{name}", (package / "ray" / name).read_bytes())
     data = buffer.getvalue()
     return base64.b64encode(data).decode("ascii"), hashlib.sha256(data).hexdigest()[:12]
 
@@ -187,12 +201,15 @@ def render(spec: JobSpec, archive: str, archive_hash: str) -> str:
         "fi",
     ]
     workdir = f"--workdir {q(spec.workdir)} " if spec.workdir else ""
+    from jupyter_cake.ray import slurm as ray_slurm
+
+    lines += ray_slurm.lines(spec)
     lines += [
         "# srun: the nanny runs as a job step, bound to the allocation's CPUs and GPUs.",
-        "exec srun --ntasks=1 --nodes=1 --kill-on-bad-exit=1 \\",
+        f"exec srun --ntasks=1 --nodes=1 {ray_slurm.srun_placement(spec)}--kill-on-bad-exit=1 \\",
         '  env CAKE_NANNY_ROOT="$NANNY" PYTHONPATH="$NANNY${PYTHONPATH:+:$PYTHONPATH}" \\',
         f'  "$PYTHON" -m jupyter_cake.nanny --session-dir "$SESSION_DIR" --idle-minutes {spec.idle_minutes:g} {workdir}\\',
-        '  --release-command "[\\"scancel\\", \\"$SLURM_JOB_ID\\"]"',
+        '  --release-command "[\\"scancel\\", \\"$SLURM_JOB_ID\\"]"' + ray_slurm.nanny_args(spec),
         "",
     ]
     return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Free ports and the address a node is reached at by the other nodes of its allocation (stdlib)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+
+
+def free_ports(ip: str, count: int) -> list[int]:
+    """``count`` distinct ports free on ``ip`` right now (held together so none repeats)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((ip, 0))
+        sockets.append(sock)
+    ports = [s.getsockname()[1] for s in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def slurm_node_address() -> str | None:
+    """This node's NodeAddr as Slurm knows it (the address the cluster uses to reach the node)."""
+    node = os.environ.get("SLURMD_NODENAME")
+    if not node or not shutil.which("scontrol"):
+        return None
+    try:
+        out = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for field in out.split():
+        if field.startswith("NodeAddr="):
+            return field.split("=", 1)[1] or None
+    return None
+
+
+def cluster_address() -> str:
+    """The IPv4 address other nodes reach this one at: Slurm's NodeAddr, else this host's name.
+    Never a wildcard; a loopback answer is refused by the caller when other nodes must connect."""
+    name = slurm_node_address() or socket.gethostname()
+    address = socket.gethostbyname(name)
+    if ipaddress.ip_address(address).is_unspecified:
+        raise RuntimeError(f"{name} resolves to {address}, which is no address other nodes can reach")
+    return address
+
+
+def route_address(peer: str) -> str:
+    """The local address packets to ``peer`` leave from: this node's address on the peer's network."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((peer, 9))  # UDP connect sends nothing; it only picks the route
+        return str(sock.getsockname()[0])
