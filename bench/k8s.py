@@ -2,7 +2,7 @@
 """jupyter_cake on a real Kubernetes cluster: cold start (session -> first output, image present) and
 warm cell round trip through the port-forward channel, side by side with the local target.
 
-    python bench/k8s.py [--quick] [--json out.json] [--keep-data] [--image cake-python:test]
+    python bench/k8s.py [--quick] [--json out.json] [--keep-data] [--image localhost/cake-python:test]
 
 Needs the local test cluster (`sudo tests/infra/k8s-up.sh`, kubeconfig in /tmp/cake-k8s/kubeconfig;
 CAKE_K8S_RUN moves it). Sessions go to a namespace of their own, deleted at the end. Prints one
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
     parser.add_argument("--json", type=Path, default=None, help="also write raw samples here")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir")
-    parser.add_argument("--image", default="cake-python:test", help="session image (present on the node)")
+    parser.add_argument("--image", default="localhost/cake-python:test", help="session image (present on the node)")
     parser.add_argument("--max-minutes", type=float, default=10.0, help="abort (and clean up) after this long")
     args = parser.parse_args(argv)
     if not KUBECONFIG.exists():

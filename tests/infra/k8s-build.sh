@@ -50,20 +50,8 @@ image_pid=$!
 if [ ! -x "$H/bin/kube-apiserver" ] || [ ! -x "$H/bin/kubectl" ]; then
   start=$(date +%s)
   A="$H/apt"; mkdir -p "$A"/{lists/partial,cache/archives/partial,parts}
-  # a private deb-src index: the system's apt sources are not touched
-  cat > "$A/parts/src.sources" <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  # a private deb-src index for the archives this machine's apt already uses (its sources are not touched)
+  python3 "$HERE/k8s/apt_sources.py" src > "$A/parts/src.sources"
   APTO=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$A/parts"
         -o Dir::State::Lists="$A/lists" -o Dir::Cache="$A/cache")
   apt_retry apt-get "${APTO[@]}" update -qq
@@ -89,14 +77,14 @@ fi
 
 # ------------------------------------------------------------------ pause + busybox images
 if [ ! -f "$H/images/pause.tar" ]; then
-  python3 "$HERE/k8s/mkimage.py" "$H/images/pause-rootfs" k8s.gcr.io/pause:3.2 "$H/images/pause.tar" '["/pause"]'
+  python3 "$HERE/k8s/mkimage.py" "$H/images/pause-rootfs" localhost/cake-pause:3.2 "$H/images/pause.tar" '["/pause"]'
 fi
 if [ ! -f "$H/images/busybox.tar" ]; then
   B="$H/images/busybox-rootfs"; rm -rf "$B"; mkdir -p "$B"/{bin,tmp,etc,root}
   cp /bin/busybox "$B/bin/"
   for c in $(/bin/busybox --list); do [ "$c" = busybox ] || ln -sf busybox "$B/bin/$c"; done
   echo 'root:x:0:0:root:/root:/bin/sh' > "$B/etc/passwd"
-  python3 "$HERE/k8s/mkimage.py" "$B" docker.io/library/busybox:latest "$H/images/busybox.tar"
+  python3 "$HERE/k8s/mkimage.py" "$B" localhost/busybox:latest "$H/images/busybox.tar"
   rm -rf "$B"
 fi
 

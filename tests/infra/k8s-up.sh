@@ -20,7 +20,7 @@ alive() { [ -s "$P/$1.pid" ] && [ -e "/proc/$(cat "$P/$1.pid")" ]; }
 if alive kube-apiserver && alive kubelet; then log "already running ($R)"; exit 0; fi
 if ls "$P"/*.pid >/dev/null 2>&1; then log "a previous cluster left PIDs behind: stopping it first"; "$(dirname "$0")/k8s-down.sh"; fi
 rm -rf "$R"
-mkdir -p "$R"/{etcd,pki,kubelet/pki,containerd/root,containerd/state,containerd/runc,cni-conf,cni-ipam,certs.d/docker.io,registry} "$P" "$L"
+mkdir -p "$R"/{etcd,pki,kubelet/pki,containerd/root,containerd/state,containerd/runc,cni-conf,cni-ipam,"certs.d/127.0.0.1:$REG_PORT",registry} "$P" "$L"
 chmod 755 "$R"
 ls /run/netns 2>/dev/null > "$R/netns.before" || true
 t0=$(date +%s)
@@ -65,14 +65,16 @@ bg kube-controller-manager "$B/kube-controller-manager" --kubeconfig="$KC" --lea
   --use-service-account-credentials=true --port=0 --secure-port=0
 bg kube-scheduler "$B/kube-scheduler" --kubeconfig="$KC" --leader-elect=false --port=0 --secure-port=0
 
-# loopback registry: every docker.io pull is redirected to it, never outside
+# a loopback registry (plain HTTP on 127.0.0.1 only): images named 127.0.0.1:$REG_PORT/... are pulled
+# from it for real; the session images are imported directly (localhost/...), so nothing is pulled
+# from outside
 cat > "$R/registry.yml" <<RG
 version: 0.1
 storage: {filesystem: {rootdirectory: "$R/registry"}, delete: {enabled: true}}
 http: {addr: "127.0.0.1:$REG_PORT"}
 RG
 bg registry docker-registry serve "$R/registry.yml"
-cat > "$R/certs.d/docker.io/hosts.toml" <<HT
+cat > "$R/certs.d/127.0.0.1:$REG_PORT/hosts.toml" <<HT
 server = "http://127.0.0.1:$REG_PORT"
 [host."http://127.0.0.1:$REG_PORT"]
   capabilities = ["pull", "resolve"]
@@ -92,7 +94,7 @@ state = "$R/containerd/state"
 [ttrpc]
   address = "$R/containerd/containerd.sock.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "k8s.gcr.io/pause:3.2"
+  sandbox_image = "localhost/cake-pause:3.2"
   restrict_oom_score_adj = true    # this sandbox forbids lowering oom_score_adj
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -117,7 +119,7 @@ wait_for "containerd up" 60 ctr version
   done ) > "$L/import.log" 2>&1 &
 import_pid=$!
 wait_for "registry up" 60 curl -sf "http://127.0.0.1:$REG_PORT/v2/"
-skopeo copy -q --dest-tls-verify=false "docker-archive:$H/images/busybox.tar" "docker://127.0.0.1:$REG_PORT/library/busybox:latest"
+skopeo copy -q --dest-tls-verify=false "docker-archive:$H/images/busybox.tar" "docker://127.0.0.1:$REG_PORT/busybox:latest"
 
 # the kubelet changes these sysctls: remember them for k8s-down.sh
 sysctl -e vm.overcommit_memory kernel.panic kernel.panic_on_oops | sed "s/ = /=/" > "$R/sysctl.orig"
@@ -126,7 +128,7 @@ bg kubelet "$B/kubelet" --kubeconfig="$KC" --hostname-override="$NODE" \
   --root-dir="$R/kubelet" --cert-dir="$R/kubelet/pki" --volume-plugin-dir="$R/kubelet/volume-plugins" \
   --node-ip=127.0.0.1 --cgroup-driver=cgroupfs --fail-swap-on=false --address=127.0.0.1 --port="$KUBELET_PORT" \
   --healthz-port=0 --read-only-port=0 --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
-  --eviction-hard='memory.available<100Mi' --pod-infra-container-image=k8s.gcr.io/pause:3.2
+  --eviction-hard='memory.available<100Mi' --pod-infra-container-image=localhost/cake-pause:3.2
 wait_for "node registered" 120 "$B/kubectl" get node "$NODE"
 # the kubelet refuses a loopback --node-ip and leaves the Node without addresses: give it 127.0.0.1 so
 # that logs, exec and port-forward reach the kubelet

@@ -1,6 +1,6 @@
 """The real local Kubernetes cluster brought up by tests/infra/k8s-up.sh (`make test` does it).
 
-Sessions go to a fresh namespace per test run, in the image `cake-python:test` (python3 + ipykernel,
+Sessions go to a fresh namespace per test run, in the image `localhost/cake-python:test` (python3 + ipykernel,
 pyzmq, cloudpickle, numpy, matplotlib; no Cake) that k8s-build.sh made and k8s-up.sh imported.
 Targets are spelled out on the line (``K8S``), so the tests don't depend on targets.toml.
 """
@@ -41,7 +41,7 @@ def k8s() -> Iterator[Cluster]:
     while not core.list_namespaced_service_account(namespace).items:
         assert time.time() < deadline, f"namespace {namespace} never got its default ServiceAccount"
         time.sleep(0.1)
-    target = f"k8s/cake --image cake-python:test --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
+    target = f"k8s/cake --image localhost/cake-python:test --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
     cluster = Cluster(core, rbac, namespace, target)
     yield cluster
     leftover = cluster.pods()

@@ -8,6 +8,8 @@ from typing import Any
 
 K8S_RUN = Path(os.environ.get("CAKE_K8S_RUN", "/tmp/cake-k8s"))
 KUBECONFIG = K8S_RUN / "kubeconfig"
+# k8s-up.sh's loopback registry (it holds busybox; anything else named there is "not found")
+REGISTRY = f"127.0.0.1:{os.environ.get('CAKE_K8S_REGISTRY_PORT', '35000')}"
 
 
 def admin() -> tuple[Any, Any]:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from helpers import Notebook, open_notebook, text
-from k8s_cluster import KUBECONFIG
+from k8s_cluster import KUBECONFIG, REGISTRY
 from jupyter_cake.backends.kubernetes.rbac import ROLE_YAML
 
 pytestmark = pytest.mark.timeout(240)
@@ -66,14 +66,14 @@ def _documented_rules() -> list[dict]:
 def test_the_documented_role_is_enough_and_a_missing_verb_is_named(k8s, nb: Notebook, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kubeconfig = _service_account_kubeconfig(k8s, "cake-user", _documented_rules(), tmp_path)
     # The Role-only account: its kubeconfig's context namespace is the test namespace, no admin anywhere.
-    nb.run(f"%cake use k8s --image cake-python:test --option kubeconfig={kubeconfig} --name k8s-role --new")
+    nb.run(f"%cake use k8s --image localhost/cake-python:test --option kubeconfig={kubeconfig} --name k8s-role --new")
     assert text(nb.run("%%cake\nprint(6 * 7)")) == "42\n"
     nb.run("%cake down")
     assert k8s.pods() == []
 
     without_forward = [r for r in _documented_rules() if r["resources"] != ["pods/portforward"]]
     kubeconfig = _service_account_kubeconfig(k8s, "cake-noforward", without_forward, tmp_path)
-    error = nb.fails(f"%cake use k8s --image cake-python:test --option kubeconfig={kubeconfig} --name k8s-nofwd --new")
+    error = nb.fails(f"%cake use k8s --image localhost/cake-python:test --option kubeconfig={kubeconfig} --name k8s-nofwd --new")
     assert "missing verb(s) get pods/portforward, create pods/portforward" in error
     assert "least-privilege RBAC" in error
     assert k8s.pods() == []
@@ -99,18 +99,18 @@ def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("k8s/nope --option kubeconfig={kc}", ["no context 'nope'", "it has cake", "kubectl config get-contexts"]),
         ("k8s --option kubeconfig=/nonexistent/kubeconfig", ["No kubeconfig found", "/nonexistent/kubeconfig", "KUBECONFIG"]),
         ("k8s --option kubeconfig={unreachable}", ["unreachable", "127.0.0.1:9", "kubectl cluster-info"]),
-        ("k8s/cake --image cake-python-bare:test --option kubeconfig={kc} --option namespace={ns}",
+        ("k8s/cake --image localhost/cake-python-bare:test --option kubeconfig={kc} --option namespace={ns}",
          ["lacks ipykernel", "pip install ipykernel pyzmq cloudpickle"]),
-        ("k8s/cake --image busybox --option kubeconfig={kc} --option namespace={ns}", ["has no Python", "python3"]),
-        ("k8s/cake --image no-such-image:1 --option kubeconfig={kc} --option namespace={ns}",
+        ("k8s/cake --image {registry}/busybox:latest --option kubeconfig={kc} --option namespace={ns}", ["has no Python", "python3"]),
+        ("k8s/cake --image {registry}/no-such-image:1 --option kubeconfig={kc} --option namespace={ns}",
          ["cannot be pulled", "no-such-image:1", "Fix --image"]),
-        ("k8s/cake --image cake-python:test --option kubeconfig={kc} --option namespace=Bad_NS", ["not a valid name", "namespace"]),
+        ("k8s/cake --image localhost/cake-python:test --option kubeconfig={kc} --option namespace=Bad_NS", ["not a valid name", "namespace"]),
     ],
     ids=["unknown-context", "no-kubeconfig", "unreachable", "no-ipykernel", "no-python", "no-such-image", "bad-namespace"],
 )
 def test_start_errors_are_clear_fast_and_leave_no_pod(k8s, nb: Notebook, unreachable_kubeconfig: Path, spec: str,  # type: ignore[no-untyped-def]
                                                       expected: list[str]) -> None:  # fmt: skip
-    line = spec.format(kc=KUBECONFIG, ns=k8s.namespace, unreachable=unreachable_kubeconfig)
+    line = spec.format(kc=KUBECONFIG, ns=k8s.namespace, unreachable=unreachable_kubeconfig, registry=REGISTRY)
     t0 = time.time()
     error = nb.fails(f"%cake use {line} --name k8s-bad --new")
     assert time.time() - t0 < 30
@@ -134,7 +134,7 @@ def test_a_namespace_quota_that_refuses_the_pod_is_reported_with_the_quota(k8s, 
                    and k8s.core.list_namespaced_service_account(namespace).items):  # fmt: skip
             assert time.time() < deadline
             time.sleep(0.2)
-        line = f"k8s/cake --image cake-python:test --memory 2 --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
+        line = f"k8s/cake --image localhost/cake-python:test --memory 2 --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
         error = nb.fails(f"%cake use {line} --name k8s-quota --new")
         assert "exceeded quota: small" in error and "limits.memory" in error and "larger quota" in error
         assert k8s.core.list_namespaced_pod(namespace).items == []
