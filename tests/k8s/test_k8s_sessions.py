@@ -169,3 +169,22 @@ def test_a_cell_that_runs_out_of_memory_fails_saying_oomkilled_and_the_session_i
         assert _wait_gone(k8s, pod)
     finally:
         nb.close()
+
+
+def test_an_idle_pod_left_behind_while_this_machine_was_away_is_deleted_by_the_next_cake_command(k8s) -> None:  # type: ignore[no-untyped-def]
+    nb = open_notebook()
+    try:
+        nb.run(f"%cake use {k8s.target} --name k8s-away --new --idle-minutes 0.05")
+        pod = _pod_of("k8s-away")
+        os.kill(_forwarder_pid("k8s-away"), signal.SIGKILL)  # as if the laptop went to sleep
+    finally:
+        nb.close()
+    deadline = time.time() + 40
+    while k8s.core.read_namespaced_pod(pod, k8s.namespace).status.phase != "Succeeded":
+        assert time.time() < deadline, "the idle session's container did not exit"
+        time.sleep(0.3)
+    # The container has exited (its CPUs, memory and GPUs are free); the finished Pod object waits for Cake.
+    status = _cake("status", "--all").stdout
+    line = next(ln for ln in status.splitlines() if "k8s-away" in ln)
+    assert "idle for 0.05 minutes" in line
+    assert _wait_gone(k8s, pod, 5)
