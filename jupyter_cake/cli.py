@@ -68,6 +68,8 @@ options (also accepted after FILE; put script arguments of the same name after `
   --sync auto|copy|none  copy: pack DIR and unpack it on the session; none: use the remote files as they are;
                        auto (default): run in place on the local target, copy elsewhere
   --detach             print the run id and return; `cake logs -f RUN` follows it
+  --ray                submit through the Ray Jobs API of a Ray cluster in the session (started if needed);
+                       the job's log streams here, Ctrl-C stops the job, cake exits with its status
   --name NAME          session name (default: the target's); --new: always a new session
   --down               stop the session when the run ends (default: keep it warm for the next run)
   --timeout S          how long to wait for a new session to start

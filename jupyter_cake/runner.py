@@ -56,7 +56,7 @@ EXIT_ERROR = "CakeScriptExit"
 
 # Options of `cake run` itself (value-taking or not); also recognised after FILE.
 RUN_VALUE_FLAGS = ("--target", "-t", "--workdir", "--name", "--sync", "--timeout")
-RUN_BOOL_FLAGS = ("--detach", "--new", "--down")
+RUN_BOOL_FLAGS = ("--detach", "--new", "--down", "--ray")
 # Target resources, passed to the target parser (`--workdir` is cake run's own: the dir to sync).
 RESOURCE_FLAGS = ("--infra", "--gpus", "--cpus", "--memory", "--nodes", "--image", "--env", "--idle-minutes", "--option")
 
@@ -74,6 +74,7 @@ class RunRequest:
     down: bool = False
     timeout: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    ray: bool = False  # submit through the Ray Jobs API of the session's Ray cluster (jupyter_cake.ray.jobs)
 
 
 def parse_run_args(tokens: Sequence[str]) -> RunRequest:
@@ -135,7 +136,7 @@ def parse_run_args(tokens: Sequence[str]) -> RunRequest:
     return RunRequest(
         file=file, script_args=script, target_tokens=[*target, *resources], workdir=flags.get("workdir"),
         sync=sync, detach=bool(flags.get("detach")), name=flags.get("name"), new=bool(flags.get("new")),
-        down=bool(flags.get("down")), timeout=timeout,
+        down=bool(flags.get("down")), timeout=timeout, ray=bool(flags.get("ray")),
     )  # fmt: skip
 
 
@@ -364,6 +365,10 @@ def run(request: RunRequest) -> int:
     from jupyter_cake.targets import resolve_target
 
     target = resolve_target(request.target_tokens)
+    if request.ray and not target.ray:
+        import dataclasses
+
+        target = dataclasses.replace(target, ray=True)
     local_script = Path(request.file).expanduser()
     workdir = Path(request.workdir).expanduser() if request.workdir else Path.cwd()
     on_this_machine = target.backend_name == "local"
@@ -407,7 +412,13 @@ def run(request: RunRequest) -> int:
         engine.run(handle.remote.push({spec["bundle"]: dumps_frames(bundle)}))
     comment = "cake run " + shlex.join([request.file, *request.script_args])
     outputs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    run_id, future = handle.start_run(remote_code(spec, comment), None if request.detach else outputs.put,
+    if request.ray:  # the same run, submitted as a Ray job of the session's Ray cluster
+        from jupyter_cake.ray import jobs
+
+        code = jobs.remote_code(spec, comment)
+    else:
+        code = remote_code(spec, comment)
+    run_id, future = handle.start_run(code, None if request.detach else outputs.put,
                                       detach=request.detach, source=comment)  # fmt: skip
     if request.detach:
         future.result()

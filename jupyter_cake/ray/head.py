@@ -156,15 +156,30 @@ class RayHead:
                 return
             if self.state == "starting":
                 if (self.temp_dir / "ray_current_cluster").exists() and self._get("/api/version") is not None:
-                    self.state, self.ready_at = "ready", time.time()
-                    self.last_busy = time.time()  # a fresh cluster counts as activity once
-                    self._write_head_file()
-                    log.info("ray head ready in %.1f s", self.ready_at - self.started)
+                    self._write_head_file()  # workers on other nodes join from here
+                    self.state = "joining"
                 self._stop.wait(0.1)
+                continue
+            if self.state == "joining":
+                self._check_workers()
+                self._stop.wait(0.25)
                 continue
             if self.busy():
                 self.last_busy = time.time()
-            self._stop.wait(ACTIVITY_POLL_S)
+            self._stop.wait(float(self.spec.get("poll_s", ACTIVITY_POLL_S)))
+
+    def _check_workers(self) -> None:
+        """Ready once every node of the allocation has joined; a worker that refused to join (its
+        versions differ from the head's) fails the session with its own message."""
+        for report in sorted(self.dir.glob("worker-*.error")):
+            self._fail(report.read_text().strip())
+            return
+        wanted = int(self.spec.get("nodes", 1))
+        joined = (self.resources().get("nodes") or 0) if wanted > 1 else 1
+        if joined >= wanted:
+            self.state, self.ready_at = "ready", time.time()
+            self.last_busy = time.time()  # a fresh cluster counts as activity once
+            log.info("ray head ready in %.1f s with %d node(s)", self.ready_at - self.started, joined)
 
     def _write_head_file(self) -> None:
         """Workers on other nodes wait for this file (the session directory is on the shared home)."""

@@ -29,9 +29,13 @@ def spec(target: Target) -> str:
     check = options.get("ray_check", "on").lower()
     if check not in ("on", "off"):
         raise CakeError(f"--option ray_check takes on or off, not {check!r}.")
+    from jupyter_cake.backends.base import idle_minutes
+
+    # Ray activity is polled often enough that idle release never misses a busy cluster.
+    poll_s = max(1.0, min(5.0, idle_minutes(target) * 60 / 4)) if idle_minutes(target) else 5.0
     return json.dumps(
         {"mode": "loopback" if target.nodes == 1 else "cluster", "nodes": target.nodes,
-         "client": versions.local_versions(), "check": check == "on"},
+         "client": versions.local_versions(), "check": check == "on", "poll_s": poll_s},
         sort_keys=True,
     )  # fmt: skip
 
@@ -48,7 +52,7 @@ def wait_ready(handle: Handle, progress: Progress, timeout: float = RAY_START_TI
         status = handle.nanny("ray")
         if status["state"] == "ready":
             break
-        if status["state"] != "starting":
+        if status["state"] not in ("starting", "joining"):
             raise CakeError(f"Ray did not start on session {handle.id}: {status.get('error') or status['state']}")
         waited = time.monotonic() - start
         if waited > timeout:
@@ -56,7 +60,8 @@ def wait_ready(handle: Handle, progress: Progress, timeout: float = RAY_START_TI
                 f"Ray's head did not come up within {timeout:g} s on session {handle.id}. "
                 "`cake logs`/`%cake status` show the session; its ray/head.log has Ray's own output."
             )
-        progress(f"starting Ray on {handle.target.describe()}: {waited:.0f} s", transient=True)
+        what = "waiting for Ray workers to join" if status["state"] == "joining" else "starting Ray"
+        progress(f"{what} on {handle.target.describe()}: {waited:.0f} s", transient=True)
         time.sleep(POLL_S)
     url = dashboard_url(handle, status)
     took = (status.get("ready_at") or 0) - (status.get("started") or 0)

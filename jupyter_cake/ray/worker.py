@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     mine = versions.local_versions()
     problem = versions.mismatch(head["versions"], mine, args.python)
     if problem:
-        sys.exit(f"cake-error: worker node {mine['host']}: {problem.replace('here vs', 'on the head vs')}")
+        message = f"worker node {mine['host']}: {problem.replace('here vs', 'on the head vs')}"
+        (args.session_dir / "ray" / f"worker-{mine['host']}.error").write_text(message + "\n")  # the head reports it
+        sys.exit(f"cake-error: {message}")
     node_ip = ports.route_address(head["address"].rsplit(":", 1)[0])
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(args.session_dir / "ray" / "auth_token"),
                RAY_USAGE_STATS_ENABLED="0")  # fmt: skip

@@ -1,0 +1,100 @@
+"""The sbatch script of a `--ray` session: golden files for one and several nodes (the multi-node
+path — one Ray worker per other node via srun — can't run on the one-node test cluster), the quoting
+of the nanny's --ray spec, and the Ray modules shipped with the nanny."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
+from jupyter_cake.ray import REMOTE_MODULES, worker
+from jupyter_cake.targets import parse_target
+
+GOLDEN = Path(__file__).parent / "golden"
+CLIENT = {"host": "laptop", "python": "3.11.7", "ray": "2.60.0"}  # fixed: goldens don't depend on this machine
+
+
+def _script(spec_text: str, **named: object) -> str:
+    target = parse_target(spec_text, {"t": named} if named else None)
+    spec = job_spec(target, "s-0123abcd", 30.0)
+    ray = json.loads(spec.ray_spec or "null")
+    if ray is not None:
+        ray["client"] = CLIENT
+        spec = dataclasses.replace(spec, ray_spec=json.dumps(ray, sort_keys=True))
+    return render(spec, "QVJDSElWRQ==", "feedbeef0000")
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "named"),
+    [
+        ("ray_one_node", "slurm/hpc/gpu --gpus T4:1 --ray", {}),
+        ("ray_four_nodes", "t", {"infra": "slurm/hpc/gpu", "gpus": "A100:8", "nodes": 4, "cpus": 32, "ray": True,
+                                 "python": "/opt/py/bin/python3", "setup": "module load cuda/12.4"}),
+    ],
+)  # fmt: skip
+def test_ray_scripts_match_golden_files(name: str, spec: str, named: dict[str, object]) -> None:
+    script = _script(spec, **named)
+    golden = GOLDEN / f"{name}.sbatch"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(script)
+    assert script == golden.read_text()
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def _nanny_argv(script: str) -> list[str]:
+    """The nanny's srun command as bash would split it."""
+    line = script[script.index("exec srun") :].replace("\\\n", " ")
+    return shlex.split(line.split("\n", 1)[0].replace('"$SLURM_JOB_ID"', "42"))
+
+
+def test_single_node_runs_ray_on_loopback_without_workers() -> None:
+    script = _script("slurm/hpc --ray")
+    argv = _nanny_argv(script)
+    ray = json.loads(argv[argv.index("--ray") + 1])
+    assert ray["mode"] == "loopback" and ray["nodes"] == 1 and ray["check"] is True
+    assert "jupyter_cake.ray.worker" not in script and "--nodelist" not in script
+
+
+def test_multi_node_starts_one_worker_per_other_node_and_pins_the_nanny_to_the_head() -> None:
+    script = _script("slurm/hpc --nodes 3 --ray --option ray_check=off")
+    workers = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert "--nodes=2 --ntasks=2 --ntasks-per-node=1" in workers and '--exclude="$HEAD_NODE"' in workers
+    assert script.index("jupyter_cake.ray.worker") < script.index("exec srun")  # workers first, in the background
+    assert '--nodelist="$HEAD_NODE"' in script[script.index("exec srun") :]
+    argv = _nanny_argv(script)
+    ray = json.loads(argv[argv.index("--ray") + 1])
+    assert ray["mode"] == "cluster" and ray["nodes"] == 3 and ray["check"] is False
+
+
+def test_worker_command_sets_the_node_address_and_the_allocations_cpus() -> None:
+    argv = worker.command("/opt/py/bin/python3", "10.1.2.3:6379", "10.1.2.4", "16")
+    assert argv == ["/opt/py/bin/python3", "-m", "ray.scripts.scripts", "start", "--address=10.1.2.3:6379",
+                    "--node-ip-address=10.1.2.4", "--block", "--disable-usage-stats", "--num-cpus=16"]  # fmt: skip
+    assert "--num-cpus" not in " ".join(worker.command("python3", "10.1.2.3:6379", "10.1.2.4", None))
+
+
+def test_nanny_archive_ships_the_ray_modules_and_they_need_only_the_standard_library(tmp_path: Path) -> None:
+    archive, _ = nanny_archive()
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(archive)), mode="r:gz") as tar:
+        names = set(tar.getnames())
+        tar.extractall(tmp_path, filter="data")
+    assert {f"jupyter_cake/ray/{name}" for name in REMOTE_MODULES} <= names
+    assert "jupyter_cake/ray/session.py" not in names  # client side only
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "import jupyter_cake.ray.head, jupyter_cake.ray.worker, jupyter_cake.ray.kernel_hooks; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'zmq', 'IPython'))))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
