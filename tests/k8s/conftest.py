@@ -10,22 +10,9 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from k8s_cluster import KUBECONFIG, admin, session_pods
-
-
-@dataclass
-class Cluster:
-    core: Any
-    rbac: Any
-    namespace: str
-    target: str  # a target line for sessions in this namespace, in the test image
-
-    def pods(self) -> list[str]:
-        return session_pods(self.core, self.namespace)
+from k8s_cluster import KUBECONFIG, Cluster, admin
 
 
 @pytest.fixture(scope="session")

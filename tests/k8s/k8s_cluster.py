@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +24,16 @@ def session_pods(core: Any, namespace: str) -> list[str]:
     """Cake's session Pods in ``namespace`` that still exist (terminating ones included)."""
     pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/managed-by=jupyter-cake")
     return [p.metadata.name for p in pods.items]
+
+
+@dataclass
+class Cluster:
+    """The `k8s` fixture: admin clients and the namespace this test run's sessions go to."""
+
+    core: Any
+    rbac: Any
+    namespace: str
+    target: str  # a target line for sessions in this namespace, in the test image
+
+    def pods(self) -> list[str]:
+        return session_pods(self.core, self.namespace)

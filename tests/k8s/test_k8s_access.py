@@ -7,12 +7,13 @@ import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from helpers import Notebook, open_notebook, text
-from k8s_cluster import KUBECONFIG, REGISTRY
+from k8s_cluster import KUBECONFIG, REGISTRY, Cluster
 from jupyter_cake.backends.kubernetes.rbac import ROLE_YAML
 
 pytestmark = pytest.mark.timeout(240)
@@ -25,7 +26,7 @@ def nb() -> Iterator[Notebook]:
     notebook.close()
 
 
-def _service_account_kubeconfig(k8s, name: str, rules: list[dict], tmp: Path) -> Path:  # type: ignore[no-untyped-def]
+def _service_account_kubeconfig(k8s: Cluster, name: str, rules: list[dict[str, Any]], tmp: Path) -> Path:
     """A ServiceAccount bound to a Role with ``rules`` in the test namespace, and a kubeconfig with its token."""
     from kubernetes import client
 
@@ -59,11 +60,11 @@ def _service_account_kubeconfig(k8s, name: str, rules: list[dict], tmp: Path) ->
     return path
 
 
-def _documented_rules() -> list[dict]:
+def _documented_rules() -> list[dict[str, Any]]:
     return yaml.safe_load(ROLE_YAML.split("---")[0].replace("NAMESPACE", "x"))["rules"]
 
 
-def test_the_documented_role_is_enough_and_a_missing_verb_is_named(k8s, nb: Notebook, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_documented_role_is_enough_and_a_missing_verb_is_named(k8s: Cluster, nb: Notebook, tmp_path: Path) -> None:
     kubeconfig = _service_account_kubeconfig(k8s, "cake-user", _documented_rules(), tmp_path)
     # The Role-only account: its kubeconfig's context namespace is the test namespace, no admin anywhere.
     nb.run(f"%cake use k8s --image localhost/cake-python:test --option kubeconfig={kubeconfig} --name k8s-role --new")
@@ -108,7 +109,7 @@ def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ],
     ids=["unknown-context", "no-kubeconfig", "unreachable", "no-ipykernel", "no-python", "no-such-image", "bad-namespace"],
 )
-def test_start_errors_are_clear_fast_and_leave_no_pod(k8s, nb: Notebook, unreachable_kubeconfig: Path, spec: str,  # type: ignore[no-untyped-def]
+def test_start_errors_are_clear_fast_and_leave_no_pod(k8s: Cluster, nb: Notebook, unreachable_kubeconfig: Path, spec: str,
                                                       expected: list[str]) -> None:  # fmt: skip
     line = spec.format(kc=KUBECONFIG, ns=k8s.namespace, unreachable=unreachable_kubeconfig, registry=REGISTRY)
     t0 = time.time()
@@ -120,7 +121,7 @@ def test_start_errors_are_clear_fast_and_leave_no_pod(k8s, nb: Notebook, unreach
     assert k8s.pods() == []
 
 
-def test_a_namespace_quota_that_refuses_the_pod_is_reported_with_the_quota(k8s, nb: Notebook) -> None:  # type: ignore[no-untyped-def]
+def test_a_namespace_quota_that_refuses_the_pod_is_reported_with_the_quota(k8s: Cluster, nb: Notebook) -> None:
     from kubernetes import client
 
     namespace = f"{k8s.namespace}-quota"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
-import os
 import subprocess
 import sys
 import threading
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import open_notebook, text
+from k8s_cluster import Cluster
 from jupyter_cake.store import Store
 
 pytestmark = pytest.mark.timeout(240)
@@ -29,14 +30,14 @@ def _pod_of(name: str) -> str:
     return str(row.allocation_data["pod"])
 
 
-def _wait_gone(k8s, pod: str, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
+def _wait_gone(k8s: Cluster, pod: str, seconds: float = 30) -> bool:
     deadline = time.time() + seconds
     while pod in k8s.pods() and time.time() < deadline:
         time.sleep(0.3)
     return pod not in k8s.pods()
 
 
-def test_a_pod_session_behaves_like_local(k8s) -> None:  # type: ignore[no-untyped-def]
+def test_a_pod_session_behaves_like_local(k8s: Cluster) -> None:
     nb = open_notebook()
     try:
         t0 = time.time()
@@ -86,13 +87,15 @@ def _forwarder_pid(name: str) -> int:
     return int((Path(row.session_dir) / "forward.pid").read_text())
 
 
-def test_detach_restart_attach_and_a_dropped_forward_is_reopened(k8s) -> None:  # type: ignore[no-untyped-def]
+def test_detach_restart_attach_and_a_dropped_forward_is_reopened(k8s: Cluster) -> None:
     nb = open_notebook()
     try:
         nb.run(f"%cake use {k8s.target} --name k8s-b --new")
         cell = nb.run("%%cake --detach\nimport time\nfor i in range(5):\n    print(f'step {i}', flush=True)\n"
                       "    time.sleep(0.3)\nresult = 'kept'")  # fmt: skip
-        run_id = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
+        detached = re.search(r"run (r-[0-9a-f]+) detached", text(cell))
+        assert detached, text(cell)
+        run_id = detached.group(1)
     finally:
         nb.close()  # like a notebook kernel restart: the session and its forwarder stay
     nb = open_notebook()
@@ -111,7 +114,7 @@ def test_detach_restart_attach_and_a_dropped_forward_is_reopened(k8s) -> None:  
         nb.close()
 
 
-def test_a_pod_that_cannot_schedule_shows_why_in_place_then_fails_and_is_deleted(k8s) -> None:  # type: ignore[no-untyped-def]
+def test_a_pod_that_cannot_schedule_shows_why_in_place_then_fails_and_is_deleted(k8s: Cluster) -> None:
     nb = open_notebook()
     try:
         t0 = time.time()
@@ -127,7 +130,7 @@ def test_a_pod_that_cannot_schedule_shows_why_in_place_then_fails_and_is_deleted
         nb.close()
 
 
-def test_deleting_the_pod_from_outside_fails_the_running_cell_and_marks_the_session_dead(k8s) -> None:  # type: ignore[no-untyped-def]
+def test_deleting_the_pod_from_outside_fails_the_running_cell_and_marks_the_session_dead(k8s: Cluster) -> None:
     nb = open_notebook()
     try:
         nb.run(f"%cake use {k8s.target} --name k8s-c --new")
@@ -143,7 +146,7 @@ def test_deleting_the_pod_from_outside_fails_the_running_cell_and_marks_the_sess
         nb.close()
 
 
-def test_an_idle_session_deletes_its_pod(k8s) -> None:  # type: ignore[no-untyped-def]
+def test_an_idle_session_deletes_its_pod(k8s: Cluster) -> None:
     nb = open_notebook()
     try:
         nb.run(f"%cake use {k8s.target} --name k8s-idle --new --idle-minutes 0.05")
@@ -156,7 +159,7 @@ def test_an_idle_session_deletes_its_pod(k8s) -> None:  # type: ignore[no-untype
     assert "idle for 0.05 minutes" in line
 
 
-def test_a_cell_that_runs_out_of_memory_fails_saying_oomkilled_and_the_session_is_dead(k8s) -> None:  # type: ignore[no-untyped-def]
+def test_a_cell_that_runs_out_of_memory_fails_saying_oomkilled_and_the_session_is_dead(k8s: Cluster) -> None:
     nb = open_notebook()
     try:
         nb.run(f"%cake use {k8s.target} --memory 0.25 --name k8s-oom --new")
@@ -171,7 +174,7 @@ def test_a_cell_that_runs_out_of_memory_fails_saying_oomkilled_and_the_session_i
         nb.close()
 
 
-def test_an_idle_pod_left_behind_while_this_machine_was_away_is_deleted_by_the_next_cake_command(k8s) -> None:  # type: ignore[no-untyped-def]
+def test_an_idle_pod_left_behind_while_this_machine_was_away_is_deleted_by_the_next_cake_command(k8s: Cluster) -> None:
     nb = open_notebook()
     try:
         nb.run(f"%cake use {k8s.target} --name k8s-away --new --idle-minutes 0.05")

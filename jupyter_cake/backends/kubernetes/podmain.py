@@ -21,19 +21,25 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 TERMINATION_LOG = "/dev/termination-log"
 
 
-def _report(session_dir: Path, nanny: subprocess.Popen[bytes]) -> bytes:
+# The nanny's exit code once the main thread has reaped it (only the main thread waits for children:
+# a second waiter could reap the nanny first and leave the main thread waiting forever).
+_exit_code: list[int] = []
+
+
+def _report(session_dir: Path) -> bytes:
     try:
         info = json.loads((session_dir / "nanny.json").read_text())
         return json.dumps({"state": "running", **info}).encode() + b"\n"
     except (OSError, ValueError):
         pass
-    if nanny.poll() is not None:
-        return json.dumps({"state": "failed", "error": f"the nanny exited with code {nanny.returncode}",
+    if _exit_code:
+        return json.dumps({"state": "failed", "error": f"the nanny exited with code {_exit_code[0]}",
                            "log": _tail(session_dir / "kernel.log")}).encode() + b"\n"
     return b'{"state": "starting"}\n'
 
@@ -45,7 +51,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _serve_reports(port: int, session_dir: Path, nanny: subprocess.Popen[bytes]) -> None:
+def _serve_reports(port: int, session_dir: Path) -> None:
     server = socket.create_server(("127.0.0.1", port))
 
     def loop() -> None:
@@ -53,11 +59,40 @@ def _serve_reports(port: int, session_dir: Path, nanny: subprocess.Popen[bytes])
             conn, _ = server.accept()
             with conn:
                 try:
-                    conn.sendall(_report(session_dir, nanny))
+                    conn.sendall(_report(session_dir))
                 except OSError:
                     pass
 
     threading.Thread(target=loop, daemon=True).start()
+
+
+def _wait_reaping(nanny: subprocess.Popen[bytes]) -> int:
+    """Wait for the nanny. As PID 1 this process also inherits every orphan of the kernel (processes
+    user code started and left): reap them too, so they don't pile up as zombies."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:  # cannot happen while the nanny lives; be safe anyway
+            return nanny.wait()
+        if pid == nanny.pid:
+            nanny.returncode = os.waitstatus_to_exitcode(status)
+            _exit_code.append(nanny.returncode)
+            return nanny.returncode
+
+
+def _follow(path: Path) -> None:
+    """Copy the kernel's own log (crashes, C-level output; not cell output) to the container's stdout,
+    where `cake logs` reads it through pods/log."""
+    while not path.exists():
+        time.sleep(0.5)
+    with open(path, errors="replace") as log:
+        while True:
+            line = log.readline()
+            if line:
+                sys.stdout.write("kernel: " + line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.5)
 
 
 def _reason(session_dir: Path, code: int) -> str:
@@ -85,10 +120,16 @@ def main() -> None:
         argv += ["--workdir", args.workdir]
     # The nanny logs to the container's stdout: `cake logs` reads it through pods/log.
     nanny = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
-    signal.signal(signal.SIGTERM, lambda *_: nanny.send_signal(signal.SIGTERM))
-    signal.signal(signal.SIGINT, lambda *_: nanny.send_signal(signal.SIGTERM))
-    _serve_reports(args.report_port, args.session_dir, nanny)
-    code = nanny.wait()
+    def stop(*_: object) -> None:
+        # os.kill, not Popen.send_signal: that polls (reaps) the child, which only _wait_reaping may do
+        if not _exit_code:
+            os.kill(nanny.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _serve_reports(args.report_port, args.session_dir)
+    threading.Thread(target=_follow, args=(args.session_dir / "kernel.log",), daemon=True).start()
+    code = _wait_reaping(nanny)
     reason = _reason(args.session_dir, code)
     print(f"cake-pod: session ended: {reason}", flush=True)
     try:
