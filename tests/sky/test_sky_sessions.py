@@ -15,13 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sky_infra import TARGET, sky_clusters, sky_jobs_in_slurm
+from sky_infra import NODE_PYTHON, sky_clusters, sky_jobs_in_slurm
 
 from helpers import Notebook, open_notebook, text
 from jupyter_cake.manager import Cake
 from jupyter_cake.store import Store
 
-GPU_TARGET = f"{TARGET} --gpus T4:1 --idle-minutes 20"
+TASK_YAML = """\
+resources:
+  infra: slurm/cakecluster/debug
+  cpus: 1
+  memory: 2
+envs:
+  GREETING: hello from the task file
+setup: |
+  echo "setup ran on $(hostname)" > ~/cake-setup-marker
+workdir: {workdir}
+file_mounts:
+  ~/cake-mounted.txt: {mounted}
+run: echo this run is replaced by the kernel
+"""
 
 
 @dataclass
@@ -46,11 +59,24 @@ def _progress_texts(messages: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def launched() -> Iterator[Launched]:
+def gpu_target(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's target: a SkyPilot task YAML (resources, envs, setup, workdir, file_mounts) plus a
+    GPU and the node's Python on the command line."""
+    here = tmp_path_factory.mktemp("sky-task")
+    (here / "workdir").mkdir()
+    (here / "workdir" / "data.txt").write_text("synced by SkyPilot\n")
+    (here / "mounted.txt").write_text("mounted by SkyPilot\n")
+    task = here / "task.yaml"
+    task.write_text(TASK_YAML.format(workdir=here / "workdir", mounted=here / "mounted.txt"))
+    return f"--task {task} --gpus T4:1 --idle-minutes 20 --option python={NODE_PYTHON}"
+
+
+@pytest.fixture(scope="module")
+def launched(gpu_target: str) -> Iterator[Launched]:
     nb = open_notebook()
     try:
         started = time.monotonic()
-        cell = nb.run(f"%cake use {GPU_TARGET} --name sky-a", timeout=600)
+        cell = nb.run(f"%cake use {gpu_target} --name sky-a", timeout=600)
         seconds = time.monotonic() - started
         row = Store().live_session("sky-a", "")
         assert row is not None
@@ -100,7 +126,18 @@ def test_cells_stream_show_figures_interrupt_and_move_variables(launched: Launch
     assert text(nb.run("print(total)")) == "499500\n"
 
 
-def test_a_new_kernel_reuses_the_running_cluster(launched: Launched) -> None:
+def test_the_task_files_envs_setup_workdir_and_file_mounts_reach_the_kernel(launched: Launched) -> None:
+    code = (
+        "%%cake\nimport os\nprint(os.environ['GREETING'])\nprint(open('data.txt').read().strip())\n"
+        "print(open(os.path.expanduser('~/cake-mounted.txt')).read().strip())\n"
+        "print(open(os.path.expanduser('~/cake-setup-marker')).read().split()[0:2])"
+    )
+    assert text(launched.nb.run(code)).splitlines() == [
+        "hello from the task file", "synced by SkyPilot", "mounted by SkyPilot", "['setup', 'ran']",
+    ]  # fmt: skip
+
+
+def test_a_new_kernel_reuses_the_running_cluster(launched: Launched, gpu_target: str) -> None:
     """The kernel ended (here: asked to stop, as after its idle time) but the cluster is still up: the next
     `%cake use` of the same target starts a kernel on that cluster instead of launching a second one."""
     cake = Cake()
@@ -113,12 +150,14 @@ def test_a_new_kernel_reuses_the_running_cluster(launched: Launched) -> None:
 
     nb = launched.nb
     started = time.monotonic()
-    cell = nb.run(f"%cake use {GPU_TARGET} --name sky-a --new", timeout=300)
+    cell = nb.run(f"%cake use {gpu_target} --name sky-a --new", timeout=300)
     took = time.monotonic() - started
     progress = "\n".join(_progress_texts([m for _, m in nb.client.received]))
     assert "re-using SkyPilot cluster" in progress and f"SkyPilot cluster {launched.cluster} re-used in" in progress, progress
     assert "started session" in text(cell)
-    assert took < launched.seconds, (took, launched.seconds)  # no second provisioning
+    assert "Launching on Slurm" not in progress  # no second provisioning ...
+    # ... though SkyPilot may hold the new job until its scheduler sees the old one finished (up to ~1 min)
+    print(f"re-use took {took:.1f} s (launch: {launched.seconds:.1f} s)")
     assert sky_clusters().count(launched.cluster) == 1 and len([c for c in sky_clusters() if c.startswith("cake-")]) == 1
     assert text(nb.run("%%cake\nprint(6 * 7)")) == "42\n"
 

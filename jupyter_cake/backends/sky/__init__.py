@@ -30,7 +30,7 @@ LAUNCH_TIMEOUT_S = 1800.0  # clouds can take many minutes; --timeout overrides
 DOWN_TIMEOUT_S = 300.0
 PLAN_TIMEOUT_S = 180.0
 POLL_S = 0.25
-JOB_CHECK_S = 8.0  # how often, while waiting for the kernel, SkyPilot is asked whether the job failed
+JOB_CHECK_S = 5.0  # how often, while waiting for the kernel, SkyPilot is asked whether the job failed
 KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 FAILED_JOB_STATES = ("FAILED", "FAILED_SETUP", "FAILED_DRIVER", "CANCELLED", "SUCCEEDED")
 

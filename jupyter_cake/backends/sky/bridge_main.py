@@ -120,7 +120,9 @@ def build_task(spec: dict[str, Any]) -> Any:
             emit("log", text="note: the task file's `run` is replaced by Cake's kernel (run your code in cells)")
         overrides = dict(spec.get("resources") or {})
         if overrides:
-            task.set_resources({r.copy(**overrides) for r in task.resources})
+            # Where the task file names its infra, it stands (SkyPilot refuses infra next to cloud/region).
+            task.set_resources({r.copy(**{k: v for k, v in overrides.items() if k != "infra" or r.cloud is None})
+                                for r in task.resources})  # fmt: skip
         if spec.get("setup"):
             task.setup = "\n".join(s for s in (task.setup, spec["setup"]) if s)
         if spec.get("envs"):
@@ -165,6 +167,8 @@ def op_launch(req: dict[str, Any]) -> dict[str, Any]:
     cluster = req["cluster"]
     task = build_task(req["spec"])
     existing = _status_text(_record(cluster))
+    if existing is None:
+        _require_enabled(req["spec"].get("resources", {}).get("infra", ""))
     if existing == "UP":
         emit("log", text=f"re-using SkyPilot cluster {cluster} (already UP); starting the kernel on it")
         job_id, handle = _stream(sky.exec(task, cluster_name=cluster))[0]
@@ -196,6 +200,28 @@ def op_launch(req: dict[str, Any]) -> dict[str, Any]:
         "price_per_hour": _price(launched, int(getattr(handle, "launched_nodes", 1) or 1)),
         "resources": str(launched), "nodes": int(getattr(handle, "launched_nodes", 1) or 1),
     }  # fmt: skip
+
+
+_CLOUD_ALIASES = {"k8s": "kubernetes"}
+
+
+class _NotEnabled(Exception):
+    pass
+
+
+def _require_enabled(infra: str) -> None:
+    """Fail in a second, from SkyPilot's cached `sky check` result, rather than after a launch has
+    re-checked every cloud (tens of seconds) only to say the same."""
+    head = infra.split("/", 1)[0].lower()
+    if not head:
+        return
+    from sky.client import sdk
+
+    enabled = [str(c) for c in _get(sdk.enabled_clouds())]
+    if _CLOUD_ALIASES.get(head, head) not in {c.lower() for c in enabled}:
+        raise _NotEnabled(
+            f"{head} is not enabled in SkyPilot (enabled: {', '.join(enabled) or 'none'}); `sky check {head}` says why."
+        )
 
 
 class _LaunchFailed(Exception):
@@ -323,13 +349,15 @@ def classify(exc: BaseException) -> dict[str, Any]:
         "ConnectionError", "ConnectTimeout", "ReadTimeout", "ConnectionRefusedError"
     ):
         kind = "api_unreachable"
-    elif isinstance(exc, getattr(sky_exceptions, "NoCloudAccessError", ())):
+    elif isinstance(exc, (_NotEnabled, getattr(sky_exceptions, "NoCloudAccessError", ()))):
         kind = "no_infra"
     elif isinstance(exc, getattr(sky_exceptions, "ResourcesUnavailableError", ())):
         lowered = message.lower()
         if "quota" in lowered:
             kind = "quota"
-        elif "not enabled" in lowered or "enabled infra" in lowered or "sky check" in lowered:
+        elif "satisfying the request" in lowered or "catalog does not contain" in lowered:
+            kind = "capacity"  # checked first: these messages also hint at `sky check`
+        elif "not enabled" in lowered or "no cloud is enabled" in lowered or "enabled infra" in lowered:
             kind = "no_infra"
         else:
             kind = "capacity"
