@@ -157,10 +157,16 @@ class KubernetesBackend(Backend):
                 raise CakeError(f"The kernel in Pod {name} failed to start: {report.get('error')}.\n{report.get('log', '')}")
             state = pod_state(self._read_pod(cluster, name))
             if state.fatal:
-                raise CakeError(f"The session Pod {name} stopped before its kernel started: {state.fatal}")
+                raise CakeError(f"The session Pod {name} stopped before its kernel started: {state.fatal}"
+                                f"{self._log_tail(allocation)}")  # fmt: skip
             if time.monotonic() > report_deadline:
-                raise CakeError(f"The kernel in Pod {name} did not report within {timeout:g} s. `cake logs` shows its log.")
+                raise CakeError(f"The kernel in Pod {name} did not report within {timeout:g} s.{self._log_tail(allocation)}")
             time.sleep(POLL_S)
+
+    def _log_tail(self, allocation: Allocation, lines: int = 15) -> str:
+        """The end of the session container's log (the nanny's and the kernel's own output), to say why."""
+        text = self.logs(allocation).strip()
+        return "\nIts log (last lines):\n" + "\n".join(text.splitlines()[-lines:]) if text else ""
 
     def _report(self, cluster: Cluster, name: str) -> dict[str, Any]:
         """podmain's report, read through a one-off port-forward ({} while nothing listens yet)."""

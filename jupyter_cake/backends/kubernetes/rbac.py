@@ -6,7 +6,7 @@ Cake needs, in ONE namespace (a Role + RoleBinding, never a ClusterRole):
                                                          while the session lives
     pods/portforward  get, create                        the channel (websocket port-forward is a GET,
                                                          SPDY port-forward a create)
-    pods/log          get                                `cake logs`, and why a Pod failed to start
+    pods/log          get                                the container's log, shown when a kernel fails to start
 
 ``ROLE_YAML`` is the documented manifest (README, "Kubernetes"); ``preflight`` asks the API server
 (SelfSubjectAccessReview, allowed to every authenticated user) before creating anything, so a
