@@ -99,7 +99,10 @@ def install(
     if on_shutdown not in ON_SHUTDOWN:
         raise CakeError(f"--on-shutdown takes one of {', '.join(ON_SHUTDOWN)}, not {on_shutdown!r}.")
     target = resolve_target(list(target_tokens))
-    get_backend(target.backend_name)  # an IDE would only show "kernel died": say it here instead
+    backend = get_backend(target.backend_name)  # an IDE would only show "kernel died": say it here instead
+    preflight = getattr(backend, "preflight", None)  # optional offline check (e.g. SkyPilot installed)
+    if preflight is not None:
+        preflight(target)
     name = check_name(name or default_name(target))
     spec: dict[str, Any] = {
         "argv": kernel_argv(shlex.join(target_tokens), name, on_shutdown),

@@ -56,7 +56,7 @@ def test_bad_input_is_explained(ide_env: dict[str, str]) -> None:
     for args, expected in (
         (["install"], "Which target?"),
         (["install", "slrum/hpc"], "slurm"),
-        (["install", "aws/us-east-1", "--gpus", "A100:1"], "SkyPilot"),
+        (["install", "aws/us-east-1", "--gpus", "A100:1"], "goes through SkyPilot, which is not installed here"),
         (["install", "local", "--name", "no spaces!"], "is not allowed"),
         (["install", "local", "--on-shutdown", "later"], "down, keep"),
         (["install", "local", "--user", "--sys-prefix"], "only one of"),

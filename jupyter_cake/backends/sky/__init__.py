@@ -43,6 +43,12 @@ class SkyBackend(Backend):
         option = target.options_dict().get("sky_python") if target is not None else (data or {}).get("sky_python")
         return bridge.sky_python(option)
 
+    def preflight(self, target: Target) -> None:
+        """Offline checks for front doors that can't show a progress line later (kernelspec install):
+        SkyPilot is installed, and the resources map onto SkyPilot's."""
+        self._python(target)
+        task_spec(target, target.name or "preflight")
+
     # -- allocation: cheap bookkeeping; the launch happens in start_nanny, under the start deadline ------
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
         session_id = session_dir.name
