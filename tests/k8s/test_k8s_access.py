@@ -101,13 +101,16 @@ def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("k8s --option kubeconfig=/nonexistent/kubeconfig", ["No kubeconfig found", "/nonexistent/kubeconfig", "KUBECONFIG"]),
         ("k8s --option kubeconfig={unreachable}", ["unreachable", "127.0.0.1:9", "kubectl cluster-info"]),
         ("k8s/cake --image localhost/cake-python-bare:test --option kubeconfig={kc} --option namespace={ns}",
-         ["lacks ipykernel", "pip install ipykernel pyzmq cloudpickle"]),
+         ["lacks ipykernel", "installing them failed", "No module named pip", "pip install ipykernel pyzmq cloudpickle"]),
+        ("k8s/cake --image localhost/cake-python-bare:test --option install_kernel=false --option kubeconfig={kc} "
+         "--option namespace={ns}", ["lacks ipykernel, jupyter-client, pyzmq, cloudpickle. Use an image"]),
         ("k8s/cake --image {registry}/busybox:latest --option kubeconfig={kc} --option namespace={ns}", ["has no Python", "python3"]),
         ("k8s/cake --image {registry}/no-such-image:1 --option kubeconfig={kc} --option namespace={ns}",
          ["cannot be pulled", "no-such-image:1", "Fix --image"]),
         ("k8s/cake --image localhost/cake-python:test --option kubeconfig={kc} --option namespace=Bad_NS", ["not a valid name", "namespace"]),
     ],
-    ids=["unknown-context", "no-kubeconfig", "unreachable", "no-ipykernel", "no-python", "no-such-image", "bad-namespace"],
+    ids=["unknown-context", "no-kubeconfig", "unreachable", "no-ipykernel", "no-ipykernel-no-install", "no-python",
+         "no-such-image", "bad-namespace"],
 )
 def test_start_errors_are_clear_fast_and_leave_no_pod(k8s: Cluster, nb: Notebook, unreachable_kubeconfig: Path, spec: str,
                                                       expected: list[str]) -> None:  # fmt: skip

@@ -18,6 +18,8 @@ Target options (``--option K=V`` or keys of a named target in targets.toml; tabl
                      carry the type's plain name (e.g. {A100 = {"cloud.google.com/gke-accelerator" =
                      "nvidia-tesla-a100"}})
   python             the interpreter in the image (default python3)
+  install_kernel     true (default): if the image lacks ipykernel/pyzmq/cloudpickle, pip-install them
+                     into the Pod at start; false: fail at once saying so
   image_pull_policy  IfNotPresent by default
   pod_spec           a table merged into the Pod's spec last (anything not covered above)
 """
@@ -36,8 +38,8 @@ from typing import Any
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target
 
-# The documented default: an official slim Python image; the boot step says how to add ipykernel when
-# it is missing (see README, "Kubernetes"). Any image with python3 + ipykernel + pyzmq + cloudpickle works.
+# The documented default: an official slim Python image; the boot step pip-installs ipykernel, pyzmq and
+# cloudpickle into it (the Pod needs to reach the package index). An image that has them starts faster.
 DEFAULT_IMAGE = "python:3.11-slim"
 REPORT_PORT = 47011  # podmain's report server, on the Pod's loopback only
 WORK_DIR = "/cake"  # an emptyDir: writable even with a read-only root filesystem
@@ -52,27 +54,50 @@ _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-# Runs first in the container with `python3 -c`: checks the image, unpacks the nanny shipped in the
-# environment, then becomes podmain (exec keeps PID 1, so Pod deletion's SIGTERM reaches it).
+# Runs first in the container with `python3 -c`: checks the image (and, unless install_kernel=false,
+# pip-installs what the kernel needs into the Pod's work dir when the image lacks it), unpacks the nanny
+# shipped in the environment, then becomes podmain (exec keeps PID 1, so Pod deletion's SIGTERM reaches it).
 BOOT = r"""
-import base64, io, os, sys, tarfile
-missing = []
-for module in ("ipykernel", "jupyter_client", "zmq", "cloudpickle"):
+import base64, io, os, subprocess, sys, tarfile
+root, site = sys.argv[1], os.path.join(os.path.dirname(sys.argv[1]), "site")
+
+
+def missing():
+    names = []
+    for module, package in (("ipykernel", "ipykernel"), ("jupyter_client", "jupyter-client"), ("zmq", "pyzmq"),
+                            ("cloudpickle", "cloudpickle")):
+        try:
+            __import__(module)
+        except ImportError:
+            names.append(package)
+    return names
+
+
+def fail(message):
+    print("cake-error: " + message, file=sys.stderr, flush=True)
     try:
-        __import__(module)
-    except ImportError:
-        missing.append({"zmq": "pyzmq", "jupyter_client": "jupyter-client"}.get(module, module))
-if missing:
-    message = ("cake-error: the image's Python %s lacks %s. Use an image that has them, e.g. one built with "
-               "`RUN pip install ipykernel pyzmq cloudpickle` on top of your image, or set --image."
-               % (sys.version.split()[0], ", ".join(missing)))
-    print(message, file=sys.stderr, flush=True)
-    try:
-        open("/dev/termination-log", "w").write(message)
+        open("/dev/termination-log", "w").write("cake-error: " + message)
     except OSError:
         pass
     sys.exit(3)
-root = sys.argv[1]
+
+
+lacking, why = missing(), ""
+if lacking and os.environ.get("CAKE_INSTALL_KERNEL") == "1":
+    print("cake: installing " + " ".join(lacking) + " into " + site, flush=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--no-input", "--retries", "1", "--timeout", "20", "--target", site] + lacking,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if done.returncode == 0:
+        sys.path.insert(0, site)
+        os.environ["PYTHONPATH"] = site + os.pathsep + os.environ.get("PYTHONPATH", "")
+        lacking = missing()
+    else:
+        why = " and installing them failed (" + (done.stdout.strip().splitlines() or ["pip failed"])[-1][:300] + ")"
+if lacking:
+    fail("the image's Python %s lacks %s%s. Use an image that has them, e.g. one built with "
+         "`RUN pip install ipykernel pyzmq cloudpickle` on top of your image, and pass it with --image."
+         % (sys.version.split()[0], ", ".join(lacking), why))
 os.makedirs(root, exist_ok=True)
 tarfile.open(fileobj=io.BytesIO(base64.b64decode(os.environ.pop("CAKE_NANNY_ARCHIVE")))).extractall(root)
 os.execv(sys.executable, [sys.executable, os.path.join(root, "cake_pod.py"), "--root", root] + sys.argv[2:])
@@ -209,11 +234,13 @@ def build_pod(
             "--idle-minutes", f"{idle_minutes:g}"]  # fmt: skip
     if target.workdir:
         args += ["--workdir", target.workdir]
+    install_off = options.get("install_kernel", "true").lower() in ("0", "false", "no")
     env = [{"name": k, "value": v} for k, v in target.env]
     env += [
         {"name": "CAKE_NANNY_ARCHIVE", "value": archive},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "CAKE_SESSION", "value": session_id},
+        {"name": "CAKE_INSTALL_KERNEL", "value": "0" if install_off else "1"},
     ]
     volumes = [{"name": "cake", "emptyDir": {}}]
     volumes += _json_option(options, "volumes", list, '[{ name = "data", persistentVolumeClaim = { claimName = "data" } }]') or []
