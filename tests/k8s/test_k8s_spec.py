@@ -37,6 +37,11 @@ def test_resources_gpus_and_overrides_land_in_the_pod() -> None:
     assert {"name": "HF_HOME", "value": "/data/hf"} in container["env"]
 
 
+def test_at_least_cpus_and_memory_request_without_a_limit() -> None:
+    container = _pod("k8s --cpus 2+ --memory 8+")["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "2000m", "memory": "8192Mi"}}
+
+
 def test_gpu_types_map_a_type_to_node_labels_and_unknown_types_are_named() -> None:
     types = shlex.quote(json.dumps({"A100": {"cloud.example/accelerator": "a100"}}))
     pod = _pod(f"k8s --gpus A100:1 --option gpu_types={types}")

@@ -105,6 +105,10 @@ class KubernetesBackend(Backend):
         archive, _ = nanny_archive()
         manifest = build_pod(target, session_dir.name, cluster.namespace, idle_minutes(target), archive)
         data["pod"] = manifest["metadata"]["name"]
+        gpus = target.gpus
+        if gpus is not None and gpus.name and not ({"gpu_label", "gpu_types"} & set(options)):
+            progress(f"note: GPU type {gpus.name} is not mapped to nodes (set the target option gpu_label or "
+                     "gpu_types); any GPU node will do")  # fmt: skip
         progress(f"checking access to namespace {cluster.namespace} ({cluster.describe()})", transient=True)
         try:
             preflight(cluster.auth, cluster.namespace)

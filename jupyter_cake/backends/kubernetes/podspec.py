@@ -220,7 +220,8 @@ def build_pod(
             resources["limits"]["cpu"] = _quantity_cpu(target.cpus.value)
     if target.memory is not None:
         resources["requests"]["memory"] = _quantity_memory(target.memory.value)
-        resources["limits"]["memory"] = _quantity_memory(target.memory.value)
+        if not target.memory.or_more:  # "16+" asks for at least 16 GB: no limit
+            resources["limits"]["memory"] = _quantity_memory(target.memory.value)
     node_selector = _json_option(options, "node_selector", dict, '{ "pool" = "gpu" }') or {}
     tolerations = list(_json_option(options, "tolerations", list, '[{ key = "dedicated", operator = "Exists" }]') or [])
     if target.gpus is not None:
