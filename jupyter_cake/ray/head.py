@@ -44,6 +44,7 @@ STOP_GRACE_S = 2.0
 # The Jobs API and the state API, as the dashboard serves them; both answer in a few ms.
 TASKS_SUMMARY = "/api/v0/tasks/summarize"
 JOBS = "/api/jobs/"
+DONE_STATES = frozenset({"FINISHED", "FAILED"})
 
 
 class RayHead:
@@ -197,15 +198,17 @@ class RayHead:
             return None
 
     def busy(self) -> bool:
-        """True when any task runs anywhere in the cluster, or a submitted job is pending/running.
+        """True when any task is running or waiting to run anywhere in the cluster, or a submitted job
+        is pending/running.
         (The kernel's own driver is always a RUNNING job, so only submitted jobs count.)"""
         summary = self._get(TASKS_SUMMARY)
         try:
             clusters = summary["data"]["result"]["result"]["node_id_to_summary"]
             for per_node in clusters.values():
                 for entry in per_node["summary"].values():
-                    if entry.get("state_counts", {}).get("RUNNING"):
-                        return True
+                    counts = entry.get("state_counts") or {}
+                    if any(n for state, n in counts.items() if state not in DONE_STATES):
+                        return True  # running, or waiting for a worker/resources/arguments
         except (KeyError, TypeError, AttributeError):
             pass
         jobs = self._get(JOBS) or []

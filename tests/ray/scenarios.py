@@ -50,8 +50,10 @@ print("first", ray.get(counter.incr.remote()))
 """
 
 JOB_SCRIPT = """import sys, time
-import ray
 print("job started", flush=True)
+if len(sys.argv) > 1 and sys.argv[1].isdigit():
+    sys.exit(int(sys.argv[1]))  # exit codes: no need to start a driver for that
+import ray
 ray.init()
 
 @ray.remote
@@ -63,7 +65,6 @@ print("total", sum(ray.get([square.remote(i) for i in range(3)])), flush=True)
 if len(sys.argv) > 1 and sys.argv[1] == "sleep":
     print("sleeping", flush=True)
     time.sleep(120)
-sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)
 """
 
 
@@ -145,6 +146,7 @@ def cake_run_exit_codes(workdir: Path, target: Sequence[str]) -> None:
     assert re.search(r"Ray job raysubmit_\w+ submitted", ok.stderr), ok.stderr
     failed = cake(["run", "--ray", "job.py", "7", *target], workdir)
     assert failed.returncode == 7, (failed.stdout, failed.stderr)
+    assert "job started" in failed.stdout
     assert "failed with exit code 7" in failed.stderr, failed.stderr
 
 
