@@ -191,3 +191,28 @@ def test_an_idle_pod_left_behind_while_this_machine_was_away_is_deleted_by_the_n
     line = next(ln for ln in status.splitlines() if "k8s-away" in ln)
     assert "idle for 0.05 minutes" in line
     assert _wait_gone(k8s, pod, 5)
+
+
+def test_gpus_become_limits_and_a_node_selector_and_the_session_lands_on_the_gpu_node(k8s: Cluster) -> None:
+    # The node advertises one GPU of type t4, as a device plugin and a node labeller would.
+    k8s.core.patch_node_status("cake-node", {"status": {"capacity": {"nvidia.com/gpu": "1"}}})
+    k8s.core.patch_node("cake-node", {"metadata": {"labels": {"cake.test/gpu-type": "t4"}}})
+    deadline = time.time() + 20
+    while (k8s.core.read_node("cake-node").status.allocatable or {}).get("nvidia.com/gpu") != "1":
+        assert time.time() < deadline, "the node never showed its GPU as allocatable"
+        time.sleep(0.2)
+    nb = open_notebook()
+    try:
+        nb.run(f"%cake use {k8s.target} --gpus t4:1 --option gpu_label=cake.test/gpu-type --name k8s-gpu --new")
+        pod = k8s.core.read_namespaced_pod(_pod_of("k8s-gpu"), k8s.namespace)
+        assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+        assert pod.spec.node_selector == {"cake.test/gpu-type": "t4"} and pod.spec.node_name == "cake-node"
+        assert text(nb.run("%%cake\nprint('on the GPU node')")) == "on the GPU node\n"
+        nb.run("%cake down")
+        # A type no node has: the scheduler's reason (no node matches the selector) is the error.
+        error = nb.fails(f"%cake use {k8s.target} --gpus a100:1 --option gpu_label=cake.test/gpu-type "
+                         "--name k8s-a100 --new --timeout 3")  # fmt: skip
+        assert "didn't match Pod's node affinity" in error and "was deleted" in error
+        assert k8s.pods() == []
+    finally:
+        nb.close()
