@@ -174,30 +174,18 @@ class KubernetesBackend(Backend):
 
     def _report(self, cluster: Cluster, name: str) -> dict[str, Any]:
         """podmain's report, read through a one-off port-forward ({} while nothing listens yet)."""
-        from kubernetes.stream import portforward
+        from jupyter_cake.backends.kubernetes.wsforward import open_stream, read_line
 
         try:
-            core = cluster.fresh_core()  # a client of its own for the websocket (see Cluster.fresh_core)
-            forward = portforward(core.connect_get_namespaced_pod_portforward, name, cluster.namespace,
-                                  ports=str(REPORT_PORT))  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - ApiException on upgrade: RBAC or the Pod went away
-            status = getattr(exc, "status", None)
-            if status == 403:
+            ws = open_stream(cluster, cluster.namespace, name, REPORT_PORT)
+        except Exception as exc:  # noqa: BLE001 - ApiException on upgrade: RBAC, or the Pod went away
+            if getattr(exc, "status", None) == 403:
                 raise api_error(exc, f"port-forward to Pod {name}", cluster.namespace, cluster.context) from None
             return {}
-        sock = forward.socket(REPORT_PORT)
-        sock.settimeout(10)
-        data = b""
         try:
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_line(ws, 10)
         except OSError:
             return {}
-        finally:
-            sock.close()
         try:
             return dict(json.loads(data)) if data.strip() else {}
         except ValueError:

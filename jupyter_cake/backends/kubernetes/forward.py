@@ -42,39 +42,18 @@ START_TIMEOUT_S = 20.0
 
 
 # ------------------------------------------------------------------ the forwarder process
-def _pump(conn: socket.socket, remote: Any) -> None:
-    """Copy bytes both ways until either side closes."""
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sockets = [conn, remote]
-    try:
-        while True:
-            readable, _, _ = select.select(sockets, [], [])
-            for sock in readable:
-                data = sock.recv(1 << 20)
-                if not data:
-                    return
-                (remote if sock is conn else conn).sendall(data)
-    except OSError:
-        return
-    finally:
-        for sock in sockets:
-            try:
-                sock.close()
-            except OSError:
-                pass
-
-
 def _serve_connection(cluster: Any, namespace: str, pod: str, remote_port: int, conn: socket.socket) -> None:
-    from kubernetes.stream import portforward
+    from jupyter_cake.backends.kubernetes.wsforward import open_stream, pump
 
     try:
-        core = cluster.fresh_core()  # see Cluster.fresh_core: one client per websocket
-        forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(remote_port))
+        ws = open_stream(cluster, namespace, pod, remote_port)
     except Exception as exc:  # noqa: BLE001 - the Pod may be gone: close, the client reconnects or gives up
         log.warning("port-forward to %s:%s failed: %s", pod, remote_port, exc)
         conn.close()
         return
-    _pump(conn, forward.socket(remote_port))
+    error = pump(conn, ws)
+    if error:
+        log.info("port-forward to %s:%s: %s", pod, remote_port, error.strip())
 
 
 def _listen(cluster: Any, namespace: str, pod: str, server: socket.socket, remote_port: int) -> None:
@@ -142,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s cake-forward %(levelname)s %(message)s")
     cluster = connect(args.context, args.kubeconfig, args.namespace)
-    from kubernetes.stream import portforward  # noqa: F401 - imported now, not on the first connection
+    import kubernetes.stream  # noqa: F401 - imported now, not on the first connection
 
     pairs = args.map
     if not pairs:  # spawned early (while the Pod starts): the ports come on stdin once the kernel reported
