@@ -30,6 +30,10 @@ if [ ! -f jupyter_cake/labextension/static/style.js ] || [ -n "$(find labextensi
   echo "labextension built in $(( $(date +%s) - start )) s" >&2
 fi
 "${as_root[@]}" tests/infra/slurm-up.sh || { echo "could not start the local Slurm cluster (tests/infra/slurm-up.sh)" >&2; exit 1; }
+# tests/sky: SkyPilot in its own venv (.venv-sky; its pins clash with the test venv), then, on the Slurm
+# cluster just started, a login user, offline shims and catalogs for it (tests/infra/sky-up.sh).
+tests/infra/sky-venv.sh || { echo "could not install SkyPilot into .venv-sky (tests/infra/sky-venv.sh)" >&2; exit 1; }
+"${as_root[@]}" tests/infra/sky-up.sh || { echo "could not prepare SkyPilot on the local Slurm cluster (tests/infra/sky-up.sh)" >&2; exit 1; }
 # A real single-node Kubernetes (built once per machine into /var/cache/cake-k8s, ~5 min; then ~20 s to start).
 "${as_root[@]}" tests/infra/k8s-build.sh >/tmp/cake-k8s-build.log 2>&1 ||
   { echo "could not build the local Kubernetes (tests/infra/k8s-build.sh); see /tmp/cake-k8s-build.log" >&2; "${as_root[@]}" tests/infra/slurm-down.sh >/dev/null; exit 1; }

@@ -47,12 +47,13 @@ mkdir -p "$R/home"; chmod 755 "$R/home"
 id "$U" >/dev/null 2>&1 || useradd -m -d "$R/home/$U" -s /bin/bash -p '*' "$U"
 UH=$(getent passwd "$U" | cut -d: -f6)
 case "$UH" in "$R"/*) ;; *) echo "refusing: home of $U ($UH) is not under $R" >&2; exit 1 ;; esac
+[ -d "$UH" ] || { cp -rT /etc/skel "$UH"; chown -R "$U:" "$UH"; }   # e.g. $R was wiped but the user kept
 
 # ------------------------------------------------------------------ node-side shims (test only)
 T="$K/tools"; mkdir -p "$T/shim"
 if [ ! -x "$T/uvpkg/bin/uv" ]; then
   log "installing uv (for SkyPilot's node runtime)"
-  quiet_pip /usr/bin/python3 -m pip install -q --target "$T/uvpkg" uv
+  quiet_pip "$VENV/bin/python" -m pip install -q --target "$T/uvpkg" uv   # any pip will do; the system may have none
 fi
 cat > "$T/uvwrap" <<UVWRAP
 #!/bin/bash
@@ -153,7 +154,7 @@ chmod 711 "$R/ssh"; chmod 644 "$R/ssh/authorized_keys"
 # Check that SkyPilot sees both infras (this also records them as enabled), then stop the API server it
 # started: the tests start their own and stop it when they end.
 start=$(date +%s)
-if ! "$K/sky" check slurm hyperbolic > "$K/check.log" 2>&1 || ! grep -q cakecluster "$K/check.log"; then
+if ! timeout 300 "$K/sky" check slurm hyperbolic > "$K/check.log" 2>&1 || ! grep -q cakecluster "$K/check.log"; then
   cat "$K/check.log" >&2; echo "sky check failed (above)" >&2; "$K/sky" api stop >/dev/null 2>&1 || true; exit 1
 fi
 "$K/sky" api stop >/dev/null 2>&1 || true

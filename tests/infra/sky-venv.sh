@@ -20,7 +20,8 @@ done
 [ -n "$python" ] || { echo "sky-venv.sh: no Python 3.9-3.13 with the venv module found" >&2; exit 1; }
 start=$(date +%s)
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q "skypilot[slurm]==$version"
+quiet() { "$@" 2> >(grep -v 'is ignored: it is neither' >&2); }  # pip's noise about absent local indexes
+quiet "$venv/bin/python" -m pip install -q --upgrade pip
+quiet "$venv/bin/python" -m pip install -q "skypilot[slurm]==$version"
 touch "$stamp"
 echo "[sky-venv] SkyPilot $version installed in $venv in $(( $(date +%s) - start )) s"
