@@ -26,7 +26,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import Cleanup, Result, StampWriter, fmt_seconds, log_exception, percentile, short_error  # noqa: E402
+from harness import Cleanup, Result, StampWriter, fmt_seconds, fmt_value, log_exception, percentile, short_error  # noqa: E402
 from harness import stderr_log as log  # noqa: E402
 from run import BenchTimeout, env_line, environment, run_guarded  # noqa: E402
 from systems import Cake  # noqa: E402
@@ -37,15 +37,19 @@ MARK_CELL = 'import time as _t; print(f"@@T{_t.time()!r}@@", flush=True)'
 BLOCK = 20  # warm cells per block; blocks alternate between the systems so drift hits both alike
 
 
+XFER_BYTES = 100_000_000
+
+
 @dataclass
 class Plan:
     cold_n: int
     rtt_n: int
     rtt_warmup: int
+    xfer_n: int
 
 
-FULL = Plan(cold_n=5, rtt_n=200, rtt_warmup=20)
-QUICK = Plan(cold_n=2, rtt_n=60, rtt_warmup=10)
+FULL = Plan(cold_n=5, rtt_n=200, rtt_warmup=20, xfer_n=5)
+QUICK = Plan(cold_n=2, rtt_n=60, rtt_warmup=10, xfer_n=2)
 
 
 class K8sBench:
@@ -76,6 +80,7 @@ class K8sBench:
         self.cleanup.push("%cake down --all", lambda: self.ip.run_line_magic("cake", "down --all"))
         self.bench_cold()
         self.bench_rtt()
+        self.bench_xfer()
 
     def cold_once(self) -> float:
         assert self.cake is not None
@@ -130,10 +135,30 @@ class K8sBench:
             self.ip.run_line_magic("cake", f"use {line}")
             self.ip.run_line_magic("cake", "down")
 
+    def bench_xfer(self) -> None:
+        """--push / --pull of a 100 MB array: what the channel carries per second each way."""
+        import numpy as np
+
+        self.ip.user_ns["blob"] = np.ones(XFER_BYTES // 8)
+        systems = {"local": "local --name bench-xfer-local", "k8s Pod": f"{self.target} --name bench-xfer-k8s"}
+        for label, line in systems.items():
+            self.ip.run_line_magic("cake", f"use {line} --new --timeout 120")
+            push = self.result("push", "push 100 MB (`--push`)", label)
+            pull = self.result("pull", "pull 100 MB (`--pull`)", label)
+            push.nbytes = pull.nbytes = XFER_BYTES
+            for _ in range(self.plan.xfer_n):
+                t0 = time.perf_counter()
+                self.cake.cell("n = blob.nbytes", "--push blob")  # type: ignore[union-attr]
+                t1 = time.perf_counter()
+                self.cake.cell("blob = blob", "--pull blob")  # type: ignore[union-attr]
+                push.samples.append(t1 - t0)
+                pull.samples.append(time.perf_counter() - t1)
+            self.ip.run_line_magic("cake", "down")
+
     def table(self) -> str:
         rows = ["| benchmark | system | n | median | p90 |", "|---|---|---|---|---|"]
         for r in self.results.values():
-            rows.append(f"| {r.bench} | {r.system} | {len(r.samples)} | {fmt_seconds(r.median)} | {fmt_seconds(r.p90)} |")
+            rows.append(f"| {r.bench} | {r.system} | {len(r.samples)} | {fmt_value(r, 'median')} | {fmt_value(r, 'p90')} |")
         local, pod = self.results.get(("rtt", "local")), self.results.get(("rtt", "k8s Pod"))
         if local and pod and local.samples and pod.samples:
             # A difference of p90s is not the p90 of the overhead: only the medians are compared.
