@@ -40,7 +40,7 @@ from jupyter_cake.ray import ports, versions
 log = logging.getLogger("cake.nanny.ray")
 
 ACTIVITY_POLL_S = 5.0  # how often the head asks Ray whether tasks or jobs are running (idle release)
-STOP_GRACE_S = 2.0
+STOP_GRACE_S = 1.0  # Ray's gcs_server and raylet ignore SIGTERM anyway; the dashboard and agents use it
 # The Jobs API and the state API, as the dashboard serves them; both answer in a few ms.
 TASKS_SUMMARY = "/api/v0/tasks/summarize"
 JOBS = "/api/jobs/"

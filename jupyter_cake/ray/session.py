@@ -49,7 +49,15 @@ def wait_ready(handle: Handle, progress: Progress, timeout: float = RAY_START_TI
     missing Ray, a crash with its log) if it can't. Then forward the dashboard."""
     start = time.monotonic()
     while True:
-        status = handle.nanny("ray")
+        try:
+            status = handle.nanny("ray")
+        except CakeError as exc:
+            if "no Ray cluster" not in str(exc):
+                raise
+            raise CakeError(
+                f"--ray: the {handle.backend.name} backend did not start Ray in session {handle.id}; Ray sessions "
+                "run on local and slurm/... targets so far. Drop --ray, or use one of those targets."
+            ) from None
         if status["state"] == "ready":
             break
         if status["state"] not in ("starting", "joining"):

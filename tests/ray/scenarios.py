@@ -111,7 +111,7 @@ def ray_address_is_set(nb: Notebook, loopback: bool) -> str:
     return address
 
 
-def dashboard_answers(nb: Notebook, token_file: Path | None = None) -> str:
+def dashboard_answers(nb: Notebook, token_file: Path | None = None) -> tuple[str, str]:
     """`%cake ray` shows resources and a local URL; the URL answers through the channel, and its API
     wants the session's token."""
     out = text(nb.run("%cake ray"))
@@ -126,10 +126,11 @@ def dashboard_answers(nb: Notebook, token_file: Path | None = None) -> str:
         assert exc.code == 401
     if token_file is None:
         token_file = Path(re.search(r"token in (\S+)", out).group(1))
-    request = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token_file.read_text().strip()}"})
+    token = token_file.read_text().strip()
+    request = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=30) as reply:
         assert json.loads(reply.read())["ray_version"]
-    return url
+    return url, token
 
 
 def cake(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

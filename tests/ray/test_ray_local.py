@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import scenarios
-from helpers import Notebook, open_notebook, text
+from helpers import Notebook, open_notebook
 
 from jupyter_cake.ray import ports
 from jupyter_cake.store import Store
@@ -69,6 +68,5 @@ def test_cake_run_ray_exit_codes(nb: Notebook, tmp_path: Path) -> None:
 
 
 def test_cake_run_ray_ctrl_c_stops_the_job(nb: Notebook, tmp_path: Path) -> None:
-    url = scenarios.dashboard_answers(nb, _session_dir() / "ray" / "auth_token")
-    token = (_session_dir() / "ray" / "auth_token").read_text().strip()
+    url, token = scenarios.dashboard_answers(nb, _session_dir() / "ray" / "auth_token")
     scenarios.cake_run_ctrl_c_stops_the_job(tmp_path, TARGET, url, token)
