@@ -47,7 +47,9 @@ mkdir -p "$R/home"; chmod 755 "$R/home"
 id "$U" >/dev/null 2>&1 || useradd -m -d "$R/home/$U" -s /bin/bash -p '*' "$U"
 UH=$(getent passwd "$U" | cut -d: -f6)
 case "$UH" in "$R"/*) ;; *) echo "refusing: home of $U ($UH) is not under $R" >&2; exit 1 ;; esac
-[ -d "$UH" ] || { cp -rT /etc/skel "$UH"; chown -R "$U:" "$UH"; }   # e.g. $R was wiped but the user kept
+# The user may outlive a wiped $R: bring its home back, owned by it (.profile puts ~/bin on PATH)
+[ -f "$UH/.profile" ] || { mkdir -p "$UH"; cp -rT /etc/skel "$UH"; chown -R "$U:" "$UH"; }
+chown "$U:" "$UH"
 
 # ------------------------------------------------------------------ node-side shims (test only)
 T="$K/tools"; mkdir -p "$T/shim"

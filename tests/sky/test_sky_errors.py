@@ -92,7 +92,7 @@ def test_resources_the_infra_lacks_get_skypilots_reason_and_no_cluster() -> None
     nb = open_notebook()
     try:
         error = nb.fails(f"%cake use {TARGET} --gpus A100:1 --name sky-a100")
-        assert "no offering of 'slurm/cakecluster/debug' has these resources" in error, error
+        assert "SkyPilot found no way to get these resources on 'slurm/cakecluster/debug'" in error, error
         assert "SkyPilot said:" in error and "A100" in error
     finally:
         nb.close()

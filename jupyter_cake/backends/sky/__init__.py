@@ -48,12 +48,18 @@ class SkyBackend(Backend):
         SkyPilot is installed, and the resources map onto SkyPilot's."""
         self._python(target)
         task_spec(target, target.name or "preflight")
+        if target.cloud == "k8s":
+            raise CakeError(
+                "Kubernetes through SkyPilot is not supported for sessions yet: SkyPilot reaches pods with kubectl, "
+                "not SSH, which Cake's channel uses. Use Cake's direct Kubernetes backend: drop --via sky (and --task)."
+            )
 
     # -- allocation: cheap bookkeeping; the launch happens in start_nanny, under the start deadline ------
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
         session_id = session_dir.name
         options = target.options_dict()
-        python = self._python(target)  # fails now, clearly, when SkyPilot is not installed
+        self.preflight(target)  # fails now, clearly, when SkyPilot is not installed
+        python = self._python(target)
         cluster = cluster_name(target, target.name or "")
         spec = task_spec(target, target.name or session_id,
                          run=remote.run_command(session_id, options.get("python", "python3"), idle_minutes(target), target.workdir))  # fmt: skip

@@ -36,9 +36,10 @@ def explain(error: BridgeError, target: Target, action: str) -> CakeError:
         )
     if kind in ("capacity", "mismatch"):
         return CakeError(
-            f"Could not {action}: no offering of {infra!r} has these resources right now. SkyPilot said: {said} "
-            "Fix: ask for a GPU type the infra has (`sky show-gpus`), another region or zone, or fewer resources; "
-            "`%cake plan <target>` shows what SkyPilot would choose."
+            f"Could not {action}: SkyPilot found no way to get these resources on {infra!r}. SkyPilot said: {said} "
+            "Fix: if no offering matches, ask for a GPU type the infra has (`sky show-gpus`), another region or zone, "
+            "or fewer resources (`%cake plan <target>` shows what SkyPilot would choose); if provisioning failed, "
+            "the reason is above and in `sky api logs`."
         )
     if kind == "invalid":
         return CakeError(f"Could not {action}: SkyPilot rejected the task. SkyPilot said: {said} Fix the target or task YAML.")
