@@ -164,7 +164,8 @@ class KubernetesBackend(Backend):
                 raise CakeError(f"The session Pod {name} stopped before its kernel started: {state.fatal}"
                                 f"{self._log_tail(allocation)}")  # fmt: skip
             if time.monotonic() > report_deadline:
-                raise CakeError(f"The kernel in Pod {name} did not report within {timeout:g} s.{self._log_tail(allocation)}")
+                raise CakeError(f"The kernel in Pod {name} did not report within {time.monotonic() - started:.0f} s."
+                                f"{self._log_tail(allocation)}")  # fmt: skip
             time.sleep(POLL_S)
 
     def _log_tail(self, allocation: Allocation, lines: int = 15) -> str:

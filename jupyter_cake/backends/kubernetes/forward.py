@@ -207,17 +207,20 @@ def stop_forwarder(session_dir: Path) -> None:
     pid = forwarder_pid(session_dir)
     if pid is None:
         return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and forwarder_pid(session_dir) is not None:
-        time.sleep(0.02)
+    for sig, wait_s in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):  # KILL: a stopped or hung one
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and forwarder_pid(session_dir) is not None:
+            time.sleep(0.02)
+        if forwarder_pid(session_dir) is None:
+            return
 
 
 class KubernetesChannel(Channel):
-    """Local ports served by the session's forwarder process; ``repair`` restarts a dead forwarder."""
+    """Local ports served by the session's forwarder process; ``repair`` replaces a dead or hung one."""
 
     def __init__(self, connection: dict[str, Any], nanny_url: str, data: dict[str, Any], session_dir: Path,
                  pairs: list[tuple[int, int]], pod_alive: Any) -> None:  # fmt: skip
@@ -238,8 +241,12 @@ class KubernetesChannel(Channel):
             start_forwarder(self.data, self.session_dir, self.pairs)
 
     def repair(self) -> bool:
-        if forwarder_pid(self.session_dir) is not None or not self.pod_alive():
-            return False  # a live forwarder re-opens forwards by itself; a gone Pod can't be repaired
+        """After a failed liveness ping while the Pod still runs: the forwarder died, or its streams
+        hang (a laptop that slept, a changed network: TCP to the API server never says it broke).
+        A fresh forwarder on the same ports drops every old stream, so ZMQ reconnects through new ones."""
+        if not self.pod_alive():
+            return False  # a gone Pod can't be repaired: the session has ended
+        stop_forwarder(self.session_dir)
         try:
             start_forwarder(self.data, self.session_dir, self.pairs)
         except Exception:  # noqa: BLE001 - e.g. the ports were taken meanwhile: the session is unreachable
