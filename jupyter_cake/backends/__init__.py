@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "jupyter_cake.backends"
 
-# Backends that are part of Cake's plan but not in this build, and the extra that will bring them.
-_PLANNED = {
+# Cake's own backends whose client library is an optional extra: what to install when it is missing.
+_EXTRAS = {
     "kubernetes": ("the Kubernetes backend", "jupyter-cake[k8s]"),
     "sky": ("the SkyPilot backend", "jupyter-cake[sky]"),
 }
@@ -32,11 +32,11 @@ def get_backend(name: str) -> Backend:
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
     if not matches:
         have = ", ".join(available_backends()) or "none"
-        if name in _PLANNED:
-            what, extra = _PLANNED[name]
+        if name in _EXTRAS:  # an install whose entry points are incomplete (e.g. a stale editable install)
+            what, extra = _EXTRAS[name]
             raise BackendUnavailable(
-                f"This target needs {what}, which is not available in this version of jupyter-cake yet "
-                f"(installed backends: {have}). Upgrade with `pip install -U '{extra}'`, or use the 'local' target."
+                f"This target needs {what}, which this installation does not register "
+                f"(installed backends: {have}). Reinstall with `pip install -U '{extra}'`, or use the 'local' target."
             )
         raise BackendUnavailable(
             f"No backend named {name!r} is installed (installed backends: {have}). "
@@ -45,7 +45,7 @@ def get_backend(name: str) -> Backend:
     try:
         backend_cls = matches[0].load()
     except ImportError as exc:
-        extra = _PLANNED.get(name, ("", "jupyter-cake"))[1]
+        extra = _EXTRAS.get(name, ("", "jupyter-cake"))[1]
         raise BackendUnavailable(
             f"The {name!r} backend could not be imported ({exc}). Install its extra: `pip install '{extra}'`."
         ) from exc
