@@ -93,7 +93,9 @@ class RayHead:
                        "fix the node's NodeAddr / host name resolution, or use --nodes 1")  # fmt: skip
             return
         (gcs,) = ports.free_ports(self.ip, 1)
-        self.dashboard_port, self.client_port, agent = ports.free_ports("127.0.0.1", 3)
+        # Every port explicit: Ray's defaults collide between sessions on one node (the agent's 52365),
+        # and a dynamically chosen runtime-env agent port reaches Ray Client's proxy as port 0.
+        self.dashboard_port, self.client_port, agent, runtime_env = ports.free_ports("127.0.0.1", 4)
         self.address = f"{self.ip}:{gcs}"
         self._write_token()
         env = self._environment(loopback)
@@ -104,6 +106,7 @@ class RayHead:
             f"--node-ip-address={self.ip}", f"--port={gcs}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={self.client_port}",
+            f"--runtime-env-agent-port={runtime_env}",
             f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
         ]  # fmt: skip
         cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")

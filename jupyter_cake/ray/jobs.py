@@ -54,7 +54,7 @@ def _remote_job(spec: dict[str, Any]) -> None:  # pragma: no cover - runs inside
     entrypoint = shlex.join([sys.executable, "-u", *argv] if spec["python"] else argv)
     client = JobSubmissionClient(os.environ["RAY_API_SERVER_ADDRESS"])
     logs = Path(os.environ["CAKE_RAY_TEMP_DIR"]) / "session_latest" / "logs"
-    timing = {"submit": time.time(), "first_line": None, "end": None}
+    timing: dict[str, Any] = {"submit": time.time(), "first_line": None, "end": None, "chunks": []}
     get_ipython().user_ns["_cake_ray_job"] = timing  # for benchmarks: submit -> first log line
     runtime_env = {"working_dir": cwd, "excludes": list(spec.get("excludes") or []),
                    "env_vars": {"PYTHONUNBUFFERED": "1"}}  # fmt: skip
@@ -81,6 +81,8 @@ def _remote_job(spec: dict[str, Any]) -> None:  # pragma: no cover - runs inside
         if text:
             if timing["first_line"] is None:
                 timing["first_line"] = time.time()
+            if len(timing["chunks"]) < 50:  # (time, text) of the first chunks: when did a given line arrive
+                timing["chunks"].append((time.time(), text[:500]))
             sys.stdout.write(text)
             sys.stdout.flush()
         return True

@@ -67,18 +67,20 @@ class OutputDrain:
     # -- written side: the worker log files, read like Ray's log monitor reads them -------------------
     def scan(self) -> None:
         try:
-            names = os.listdir(self.logs_dir)
+            entries = list(os.scandir(self.logs_dir))
         except OSError:
             return
-        for name in names:
-            match = WORKER_LOG.match(name)
-            if not match:
-                continue
-            state = self.files.get(name)
+        for entry in entries:
+            state = self.files.get(entry.name)
             if state is None:
-                state = self.files[name] = _FileState(match.group(1))
+                match = WORKER_LOG.match(entry.name)
+                if not match:
+                    continue
+                state = self.files[entry.name] = _FileState(match.group(1))
             try:
-                with open(self.logs_dir / name, "rb") as handle:
+                if entry.stat().st_size <= state.offset:
+                    continue  # nothing new: a stat, not a read (this runs after every cell)
+                with open(entry.path, "rb") as handle:
                     handle.seek(state.offset)
                     chunk = handle.read()
             except OSError:

@@ -22,7 +22,7 @@ from typing import Any
 
 from helpers import Notebook, text
 
-TASKS_CELL = """%%cake
+TASKS_CELL = """%%cake --ray
 import ray
 ray.init()
 
