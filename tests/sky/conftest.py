@@ -4,6 +4,7 @@ the interpreter of the separate .venv-sky; the test venv never imports sky."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -14,6 +15,7 @@ import pytest
 from sky_infra import SKY, SKY_PYTHON, SLURM_ROOT, sky_clusters, sky_jobs_in_slurm
 
 from helpers import environment
+from jupyter_cake.manager import Cake
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +27,15 @@ def sky_ready() -> Iterator[Path]:
         )
     os.environ["SLURM_CONF"] = str(SLURM_ROOT / "etc" / "slurm.conf")
     yield SKY
-    # Nothing may outlive the tests: clusters, Slurm allocations, or the API server they started.
+    # Nothing may outlive the tests: sessions, clusters, Slurm allocations, or the API server they started.
+    # Sessions the tests left "running" in the store (e.g. the one whose kernel was stopped to test re-use)
+    # are taken down now, while the API server still runs, not by the final `cake down --all`.
+    cake = Cake()
+    with environment(CAKE_SKY_PYTHON=str(SKY_PYTHON)):
+        for row in cake.store.sessions(live_only=True):
+            if row.backend == "sky":
+                with contextlib.suppress(Exception):
+                    cake.down(row)
     left = sky_clusters()
     for name in left:
         subprocess.run([str(SKY / "sky"), "down", "-y", name], capture_output=True, timeout=300)

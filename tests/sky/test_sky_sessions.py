@@ -98,6 +98,8 @@ def test_launch_streams_skypilots_log_and_records_the_price(launched: Launched) 
     row = Store().live_session("sky-a", "")
     assert row is not None and row.backend == "sky"
     assert row.price_per_hour == 0.0  # SkyPilot prices a Slurm cluster at $0; clouds get catalog prices
+    # SkyPilot ran only in Cake's bridge process: the notebook's kernel never imported it.
+    assert text(launched.nb.run("import sys\nprint('sky' in sys.modules)")) == "False\n"
 
 
 def test_cells_stream_show_figures_interrupt_and_move_variables(launched: Launched) -> None:
