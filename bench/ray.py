@@ -14,6 +14,7 @@ Rows (median and p90 over repetitions, on the `local` target; see bench/README.m
 3. A job's first log line: `cake run --ray` (the kernel reads the driver log file on the head node
    and streams it through the session) vs Ray Jobs' `tail_job_logs` (the dashboard polls every 1 s),
    both measured from the submit call of the same trivial job on the same cluster.
+4. The same line's delivery alone: from the script's `print` (its timestamp) to its arrival.
 
 Progress and errors go to stderr, the markdown table to stdout.
 """
@@ -65,12 +66,14 @@ client = JobSubmissionClient(sys.argv[1])
 async def first_line(job):
     async for chunk in client.tail_job_logs(job):
         if "first line" in chunk:
-            return time.time()
+            printed = float(chunk.split("first line", 1)[1].split()[0])
+            return time.time(), printed
 out = []
 for _ in range(int(sys.argv[3])):
     t = time.time()
     job = client.submit_job(entrypoint=f"{sys.executable} -u -c {sys.argv[2]!r}")
-    out.append(asyncio.run(first_line(job)) - t)
+    arrived, printed = asyncio.run(first_line(job))
+    out.append((arrived - t, arrived - printed))
     while not client.get_job_status(job).is_terminal():
         time.sleep(0.1)
 print(json.dumps(out))
@@ -90,6 +93,11 @@ QUICK = Plan(starts=1, rtt_n=50, jobs=2)
 START = "1. Ray start in a session"
 RTT = "2. Task round trip, `ray.get(f.remote())` of a no-op task"
 FIRST = "3. Ray job: submit → first log line"
+LAG = "4. Ray job: the script's `print` → the line arrives"
+
+
+def _printed_at(chunk: str) -> float:
+    return float(chunk.split("first line", 1)[1].split()[0])
 
 
 class RayBench:
@@ -166,6 +174,7 @@ class RayBench:
 
     def bench_rtt(self, status: dict[str, Any]) -> None:
         cell = self.result("rtt", RTT, "jupyter_cake `%%cake ray.get(f.remote())` from this machine (whole cell)")
+        bare = self.result("rtt", RTT, "… for scale: `%%cake pass` on the same session (Cake's own cell round trip)")
         inside = self.result("rtt", RTT, "… the `ray.get` alone, in the session's kernel (driver beside the head)")
         client = self.result("rtt", RTT, "anchor: Ray Client `ray://` (driver on this machine)")
         try:
@@ -173,10 +182,13 @@ class RayBench:
                       "ray.get(_noop.remote())")  # fmt: skip
             for _ in range(10):
                 self.cell(RTT_CELL)
-            for _ in range(self.plan.rtt_n):
+            for _ in range(self.plan.rtt_n):  # interleaved, so load drift hits both alike
                 t = time.perf_counter()
                 self.cell(RTT_CELL)
                 cell.samples.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                self.cell("pass")
+                bare.samples.append(time.perf_counter() - t)
             code = (f"import json\n_s = []\nfor _ in range({self.plan.rtt_n}):\n    _t = time.perf_counter(); "
                     "ray.get(_noop.remote()); _s.append(time.perf_counter() - _t)\nprint(json.dumps(_s))")  # fmt: skip
             inside.samples = json.loads(self.stdout(code).strip().splitlines()[-1])
@@ -197,6 +209,8 @@ class RayBench:
     def bench_first_line(self, status: dict[str, Any]) -> None:
         ours = self.result("first", FIRST, "jupyter_cake `cake run --ray` (driver log file read on the head, streamed)")
         theirs = self.result("first", FIRST, "anchor: Ray Jobs `tail_job_logs` (1 s polling)")
+        ours_lag = self.result("lag", LAG, "jupyter_cake `cake run --ray`")
+        theirs_lag = self.result("lag", LAG, "anchor: Ray Jobs `tail_job_logs`")
         from jupyter_cake.ray.jobs import remote_code
 
         workdir = self.tmp / "job"
@@ -208,8 +222,9 @@ class RayBench:
                 self.cell(remote_code(spec, "cake run --ray job.py"))
                 timing = json.loads(self.stdout("import json; print(json.dumps(_cake_ray_job))"))
                 # The script's own first line (the supervisor logs "Runtime env is setting up" before it).
-                arrived = next(t for t, chunk in timing["chunks"] if "first line" in chunk)
+                arrived, chunk = next((t, c) for t, c in timing["chunks"] if "first line" in c)
                 ours.samples.append(arrived - timing["submit"])
+                ours_lag.samples.append(arrived - _printed_at(chunk))
         except Exception as exc:  # noqa: BLE001
             self.fail(ours, exc)
         try:
@@ -219,7 +234,9 @@ class RayBench:
                                  timeout=600, env=env, cwd=workdir)  # fmt: skip
             if out.returncode != 0:
                 raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
-            theirs.samples = json.loads(out.stdout.strip().splitlines()[-1])
+            pairs = json.loads(out.stdout.strip().splitlines()[-1])
+            theirs.samples = [p[0] for p in pairs]
+            theirs_lag.samples = [p[1] for p in pairs]
         except Exception as exc:  # noqa: BLE001
             self.fail(theirs, exc)
 

@@ -99,16 +99,19 @@ class OutputDrain:
     def drain(self, job: str) -> None:
         """Wait (bounded) until this node's workers' lines for ``job`` have reached the driver."""
         deadline = time.monotonic() + DRAIN_MAX_S
+        waited = False
         while True:
             self.scan()
             with self.lock:
                 pending = self.written[job] - self.arrived[job]
             if pending <= 0 or time.monotonic() > deadline:
                 break
+            waited = True
             time.sleep(0.01)
-        time.sleep(0.005)  # Ray's own print handler runs right after ours for the last batch
-        sys.stdout.flush()
-        sys.stderr.flush()
+        if waited:
+            time.sleep(0.005)  # Ray's own print handler runs right after ours for the last batch
+            sys.stdout.flush()
+            sys.stderr.flush()
 
 
 class _RayImportHook(importlib.abc.MetaPathFinder):
