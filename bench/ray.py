@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,18 +61,18 @@ print(json.dumps(samples))
 """
 PLAIN_INIT = "import time, ray; t = time.perf_counter(); ray.init(logging_level='ERROR'); print(time.perf_counter() - t)"
 RAY_TAIL = """
-import asyncio, json, sys, time
+import asyncio, json, re, shlex, sys, time
 from ray.job_submission import JobSubmissionClient
 client = JobSubmissionClient(sys.argv[1])
 async def first_line(job):
     async for chunk in client.tail_job_logs(job):
-        if "first line" in chunk:
-            printed = float(chunk.split("first line", 1)[1].split()[0])
-            return time.time(), printed
+        found = re.search(r"first line ([0-9.]+)", chunk)  # the printed line, not the echoed entrypoint
+        if found:
+            return time.time(), float(found.group(1))
 out = []
 for _ in range(int(sys.argv[3])):
     t = time.time()
-    job = client.submit_job(entrypoint=f"{sys.executable} -u -c {sys.argv[2]!r}")
+    job = client.submit_job(entrypoint=shlex.join([sys.executable, "-u", "-c", sys.argv[2]]))
     arrived, printed = asyncio.run(first_line(job))
     out.append((arrived - t, arrived - printed))
     while not client.get_job_status(job).is_terminal():
@@ -96,8 +97,13 @@ FIRST = "3. Ray job: submit → first log line"
 LAG = "4. Ray job: the script's `print` → the line arrives"
 
 
+FIRST_LINE = re.compile(r"first line ([0-9.]+)")
+
+
 def _printed_at(chunk: str) -> float:
-    return float(chunk.split("first line", 1)[1].split()[0])
+    match = FIRST_LINE.search(chunk)
+    assert match is not None
+    return float(match.group(1))
 
 
 class RayBench:
@@ -222,7 +228,7 @@ class RayBench:
                 self.cell(remote_code(spec, "cake run --ray job.py"))
                 timing = json.loads(self.stdout("import json; print(json.dumps(_cake_ray_job))"))
                 # The script's own first line (the supervisor logs "Runtime env is setting up" before it).
-                arrived, chunk = next((t, c) for t, c in timing["chunks"] if "first line" in c)
+                arrived, chunk = next((t, c) for t, c in timing["chunks"] if FIRST_LINE.search(c))
                 ours.samples.append(arrived - timing["submit"])
                 ours_lag.samples.append(arrived - _printed_at(chunk))
         except Exception as exc:  # noqa: BLE001

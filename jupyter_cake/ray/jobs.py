@@ -60,6 +60,10 @@ def _remote_job(spec: dict[str, Any]) -> None:  # pragma: no cover - runs inside
                    "env_vars": {"PYTHONUNBUFFERED": "1"}}  # fmt: skip
     job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=spec.get("submission_id"))
     timing["submitted"] = time.time()
+    if spec.get("bundle"):  # Ray packed and uploaded the directory at submit: the unpacked copy can go
+        import shutil
+
+        shutil.rmtree(cwd, ignore_errors=True)
     sys.stderr.write(f"[cake] Ray job {job} submitted ({spec['label']})\n")
     sys.stderr.flush()
     path = logs / f"job-driver-{job}.log"
