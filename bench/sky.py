@@ -113,6 +113,8 @@ class SkyBench:
         self.ip = start_ipython()
         self.ip.run_line_magic("load_ext", "jupyter_cake")
         self.cake = Cake(self.ip)
+        # Pushed first, so it runs last: the API server this benchmark started goes when it is done.
+        self.cleanup.push("sky api stop", lambda: sky_cli("api", "stop", timeout=120))
         self.cleanup.push("%cake down --all", lambda: self.ip.run_line_magic("cake", "down --all"))
         self.bench_api_server()
         for i in range(self.plan.cold_n):

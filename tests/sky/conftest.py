@@ -48,7 +48,7 @@ def sky_ready() -> Iterator[Path]:
     assert not jobs, f"tests left Slurm allocations behind: {jobs}"
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def sky_env(sky_ready: Path) -> Iterator[None]:
     """While a module of tests/sky runs, Cake finds SkyPilot through CAKE_SKY_PYTHON (kernels started
     in the module inherit it); other test folders see a machine without SkyPilot."""

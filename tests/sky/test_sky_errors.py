@@ -16,6 +16,8 @@ from sky_infra import NODE_PYTHON, TARGET, sky_clusters, sky_jobs_in_slurm
 from helpers import environment, open_notebook, text
 from jupyter_cake.store import Store
 
+pytestmark = pytest.mark.usefixtures("sky_env")
+
 
 def _cake_clusters() -> list[str]:
     return [name for name in sky_clusters() if name.startswith("cake-")]

@@ -21,6 +21,8 @@ from helpers import Notebook, open_notebook, text
 from jupyter_cake.manager import Cake
 from jupyter_cake.store import Store
 
+pytestmark = pytest.mark.usefixtures("sky_env")
+
 TASK_YAML = """\
 resources:
   infra: slurm/cakecluster/debug
