@@ -36,7 +36,7 @@ tests/infra/sky-venv.sh || { echo "could not install SkyPilot into .venv-sky (te
 "${as_root[@]}" tests/infra/sky-up.sh || { echo "could not prepare SkyPilot on the local Slurm cluster (tests/infra/sky-up.sh)" >&2; exit 1; }
 # A real single-node Kubernetes (built once per machine into /var/cache/cake-k8s, ~5 min; then ~20 s to start).
 "${as_root[@]}" tests/infra/k8s-build.sh >/tmp/cake-k8s-build.log 2>&1 ||
-  { echo "could not build the local Kubernetes (tests/infra/k8s-build.sh); see /tmp/cake-k8s-build.log" >&2; "${as_root[@]}" tests/infra/slurm-down.sh >/dev/null; exit 1; }
+  { echo "could not build the local Kubernetes (tests/infra/k8s-build.sh); the end of /tmp/cake-k8s-build.log:" >&2; tail -n 40 /tmp/cake-k8s-build.log >&2; "${as_root[@]}" tests/infra/slurm-down.sh >/dev/null; exit 1; }
 "${as_root[@]}" tests/infra/k8s-up.sh ||
   { echo "could not start the local Kubernetes (tests/infra/k8s-up.sh)" >&2; "${as_root[@]}" tests/infra/k8s-down.sh >/dev/null; "${as_root[@]}" tests/infra/slurm-down.sh >/dev/null; exit 1; }
 .venv/bin/python -m pytest "$@"
