@@ -151,13 +151,16 @@ class Cake:
         owner: str | None = None,
         new: bool = False,
         progress: Progress = no_progress,
-        timeout: float = START_TIMEOUT_S,
+        timeout: float | None = None,
     ) -> tuple[Handle, bool]:
         """A live session for ``target``: the existing one with that name (re-attached) unless ``new``.
-        Returns (handle, started) where started says whether a new session was launched."""
+        Returns (handle, started) where started says whether a new session was launched.
+        ``timeout`` bounds the start; None: the backend's own default (a cloud launch takes minutes)."""
         name = name or target.name or target.canonical()
         owner = default_owner() if owner is None else owner
         backend = get_backend(target.backend_name)  # fails early for unavailable infra
+        if timeout is None:
+            timeout = backend.start_timeout
         if not new:
             row = self.store.live_session(name, owner)
             if row is not None and row.target == target.canonical():

@@ -360,7 +360,7 @@ def _stderr(text: str) -> None:
 def run(request: RunRequest) -> int:
     """Run the script and return the exit code the CLI exits with."""
     from jupyter_cake import engine
-    from jupyter_cake.manager import START_TIMEOUT_S, Cake
+    from jupyter_cake.manager import Cake
     from jupyter_cake.nanny.kernel import dumps_frames
     from jupyter_cake.targets import resolve_target
 
@@ -401,7 +401,7 @@ def run(request: RunRequest) -> int:
     progress = StderrProgress()
     try:
         handle, _ = cake.use(target, name=request.name, new=request.new, progress=progress,
-                             timeout=request.timeout or START_TIMEOUT_S)  # fmt: skip
+                             timeout=request.timeout or None)  # fmt: skip
     except KeyboardInterrupt:  # the engine released whatever the start had allocated
         progress.end_line()
         _stderr("cancelled while the session was starting")

@@ -104,6 +104,9 @@ class Channel:
 
 class Backend(abc.ABC):
     name: ClassVar[str]
+    # How long a session start may take when the user gave no --timeout: seconds for a subprocess or
+    # a Slurm job, much longer for a cloud launch (SkyPilot overrides it).
+    start_timeout: ClassVar[float] = 120.0
 
     @abc.abstractmethod
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation: ...

@@ -174,7 +174,7 @@ class Lease:
 
 
 def acquire_session(
-    cake: Cake, target: Target, name: str, owner: str, progress: Callable[..., None], timeout: float
+    cake: Cake, target: Target, name: str, owner: str, progress: Callable[..., None], timeout: float | None
 ) -> tuple[Handle, Lease | None, bool]:
     """A session for this kernelspec that no other proxy is using: re-attach to a free live one (after an
     IDE restart it is the one the previous proxy just restarted), else start a new one. A second
@@ -683,7 +683,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _start(proxy: Proxy, target: Target, args: argparse.Namespace) -> tuple[Handle, Lease | None]:
-    from jupyter_cake.manager import START_TIMEOUT_S, Cake
+    from jupyter_cake.manager import Cake
     from jupyter_cake.runner import StderrProgress
 
     name = args.name or target.name or target.canonical()
@@ -692,7 +692,7 @@ def _start(proxy: Proxy, target: Target, args: argparse.Namespace) -> tuple[Hand
     owner = f"ide:{os.environ.get('JPY_SESSION_NAME', '')}"
     progress = StderrProgress()
     started_at = time.monotonic()
-    handle, lease, started = acquire_session(Cake(), target, name, owner, progress, args.timeout or START_TIMEOUT_S)
+    handle, lease, started = acquire_session(Cake(), target, name, owner, progress, args.timeout or None)
     try:
         proxy.attach(handle)
     except BaseException:

@@ -37,6 +37,7 @@ FAILED_JOB_STATES = ("FAILED", "FAILED_SETUP", "FAILED_DRIVER", "CANCELLED", "SU
 
 class SkyBackend(Backend):
     name = "sky"
+    start_timeout = LAUNCH_TIMEOUT_S
 
     @staticmethod
     def _python(target: Target | None = None, data: dict[str, Any] | None = None) -> str:
@@ -68,11 +69,8 @@ class SkyBackend(Backend):
         return Allocation(self.name, session_dir, data)
 
     def start_nanny(self, allocation: Allocation, target: Target, progress: Progress, timeout: float) -> NannyInfo:
-        from jupyter_cake.manager import START_TIMEOUT_S
-
         data = allocation.data
-        budget = LAUNCH_TIMEOUT_S if timeout == START_TIMEOUT_S else timeout  # the default is for quick backends
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + timeout
         spec = json.loads((allocation.session_dir / "task.json").read_text())
         cluster = data["cluster"]
         progress(f"SkyPilot cluster {cluster} on {target.infra}: launching, or re-using it if it is up (log follows)", transient=True)
