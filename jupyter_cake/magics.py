@@ -192,7 +192,8 @@ class CakeMagics(Magics):
             assert handle is not None
             if push:
                 self._push(handle, push)
-            run_id, future = handle.start_run(cell, None if args.detach else (sink := queue.SimpleQueue()).put,
+            sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            run_id, future = handle.start_run(cell, None if args.detach else sink.put,
                                               detach=args.detach, source=self._source())  # fmt: skip
             if args.detach:
                 future.result()

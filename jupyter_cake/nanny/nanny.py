@@ -169,7 +169,9 @@ class Nanny:
         try:
             while time.monotonic() < end and self.kernel.poll() is None:
                 if time.monotonic() >= next_send:
-                    ours.add(self.session.send(shell, "kernel_info_request", {})["header"]["msg_id"])
+                    request = self.session.msg("kernel_info_request", {})
+                    self.session.send(shell, request)
+                    ours.add(request["header"]["msg_id"])
                     next_send = time.monotonic() + 2.0
                 for sock, _ in poller.poll(20):
                     if sock is shell:

@@ -78,7 +78,7 @@ class SkyBackend(Backend):
         try:
             result = bridge.call(
                 "launch", {"cluster": cluster, "spec": spec, "autostop_minutes": autostop_minutes(idle_minutes(target))},
-                timeout=budget, python=data["sky_python"], what=f"Launching SkyPilot cluster {cluster}",
+                timeout=timeout, python=data["sky_python"], what=f"Launching SkyPilot cluster {cluster}",
                 on_log=lambda text: progress(f"sky: {text}", transient=True),
             )  # fmt: skip
         except bridge.BridgeError as exc:
