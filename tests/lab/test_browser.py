@@ -77,7 +77,14 @@ def test_panel_session_run_live_output_and_cancel(lab: Lab, page: Any, artifacts
     assert "running" in header.inner_text()
 
     # The run appears in the panel; selecting it shows its live log lines.
-    run = panel.locator('.cake-run[data-state="running"]')
+    # (Earlier tests' runs may be listed too: the panel shows every session's runs, so pin this one.)
+    deadline = time.monotonic() + 30
+    while not (running := Store().runs(session_id=session_id, states=("running",), limit=10)):
+        assert time.monotonic() < deadline, "the running cell never showed up as a run"
+        time.sleep(0.1)
+    assert len(running) == 1, running
+    run_id = running[0].id
+    run = panel.locator(f'.cake-run[data-run="{run_id}"][data-state="running"]')
     run.wait_for(timeout=30_000)
     run.locator(".cake-name").click()
     tail = panel.locator(".cake-tail")
@@ -97,12 +104,12 @@ def test_panel_session_run_live_output_and_cancel(lab: Lab, page: Any, artifacts
     header.screenshot(path=str(artifacts / "run-widget-dark.png"))
 
     # Interrupt from the panel, with confirmation: the cell ends as cancelled, the header collapses.
-    panel.locator('.cake-run[data-state="running"] .cake-interrupt').click()
+    run.locator(".cake-interrupt").click()
     dialog = page.locator(".jp-Dialog")
     dialog.wait_for()
     assert "Interrupt run" in dialog.inner_text()
     dialog.locator("button.jp-mod-warn").click()
-    panel.locator('.cake-run[data-state="aborted"]').wait_for(timeout=30_000)
+    panel.locator(f'.cake-run[data-run="{run_id}"][data-state="aborted"]').wait_for(timeout=30_000)
     page.wait_for_function("() => /■ .* cancelled/.test(document.querySelector('.cake-run-header').textContent)",
                            timeout=30_000)  # fmt: skip
     page.get_by_text("KeyboardInterrupt").first.wait_for(timeout=10_000)
