@@ -210,8 +210,8 @@ def build_pod(
     options = target.options_dict()
     if target.nodes > 1:
         raise CakeError(
-            f"--nodes {target.nodes}: a Kubernetes session is one Pod on one node. Drop --nodes, or use "
-            "--ray for a Ray cluster across nodes."
+            f"--nodes {target.nodes}: a Kubernetes session is one Pod on one node. Drop --nodes; for several "
+            "nodes use a slurm/... target (with --ray for a Ray cluster across them)."
         )
     resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
     if target.cpus is not None:
