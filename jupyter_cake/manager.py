@@ -159,6 +159,11 @@ class Cake:
         name = name or target.name or target.canonical()
         owner = default_owner() if owner is None else owner
         backend = get_backend(target.backend_name)  # fails early for unavailable infra
+        if target.ray and not backend.supports_ray:  # say so before allocating anything
+            raise CakeError(
+                f"--ray: Ray sessions run on local and slurm/... targets so far, not through the {backend.name} "
+                "backend. Drop --ray, or use one of those targets."
+            )
         if timeout is None:
             timeout = backend.start_timeout
         if not new:

@@ -107,6 +107,8 @@ class Backend(abc.ABC):
     # How long a session start may take when the user gave no --timeout: seconds for a subprocess or
     # a Slurm job, much longer for a cloud launch (SkyPilot overrides it).
     start_timeout: ClassVar[float] = 120.0
+    # Whether the nanny this backend starts can run a Ray head beside the kernel (--ray).
+    supports_ray: ClassVar[bool] = False
 
     @abc.abstractmethod
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation: ...

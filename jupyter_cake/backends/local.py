@@ -53,6 +53,7 @@ def _local_gpu_count() -> int:
 
 class LocalBackend(Backend):
     name = "local"
+    supports_ray = True
 
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
         if target.nodes > 1:

@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from helpers import Notebook, nanny_pids
 
 from jupyter_cake.ray.versions import local_versions, mismatch
@@ -40,3 +41,14 @@ def test_mismatch_names_every_difference_and_the_fix() -> None:
     assert missing == "Ray is not installed for python3 on n1. Install it there: python3 -m pip install ray[default]==2.60.0"
     assert mismatch({"python": "3.11.7", "ray": None}, {"python": "3.11.7", "ray": "2.60.0"}) is None
     assert local_versions()["ray"]  # read from metadata: no `import ray` needed
+
+
+def test_ray_on_a_backend_without_ray_fails_before_allocating_anything() -> None:
+    from jupyter_cake.errors import CakeError
+    from jupyter_cake.manager import Cake
+    from jupyter_cake.targets import parse_target
+
+    cake = Cake()
+    with pytest.raises(CakeError, match=r"Ray sessions run on local and slurm/\.\.\. targets so far, not through the kubernetes"):
+        cake.use(parse_target("k8s/nowhere --ray"))
+    assert cake.store.sessions() == []  # nothing was started, so nothing is left to clean up

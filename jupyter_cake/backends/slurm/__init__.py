@@ -108,6 +108,7 @@ class SlurmChannel(Channel):
 
 class SlurmBackend(Backend):
     name = "slurm"
+    supports_ray = True
 
     # -- where the cluster is ------------------------------------------------------------------
     @staticmethod
