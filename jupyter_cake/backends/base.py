@@ -81,6 +81,26 @@ class NannyInfo:
         }
 
 
+KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def forwarded_endpoints(
+    info: NannyInfo, data: dict[str, Any], fresh: bool = False
+) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """For a channel that forwards the kernel's five ports and the nanny's to this machine's loopback:
+    the connection dict to use here and the (local, remote) port pairs, nanny last. The local ports are
+    kept in ``data`` so a re-attach binds the same ones (unless ``fresh``: they may be taken by now)."""
+    from jupyter_cake.nanny.nanny import free_ports
+
+    remote_ports = [int(info.connection[name]) for name in KERNEL_PORTS] + [info.nanny_port]
+    local_ports = data.get("local_ports")
+    if fresh or not local_ports:
+        local_ports = free_ports("127.0.0.1", len(remote_ports))
+    data["local_ports"] = local_ports
+    connection = dict(info.connection, ip="127.0.0.1", **dict(zip(KERNEL_PORTS, local_ports)))
+    return connection, list(zip(local_ports, remote_ports))
+
+
 @dataclass
 class Channel:
     """Local endpoints: ``connection`` is a Jupyter connection dict whose ip/ports are reachable here."""

@@ -30,7 +30,8 @@ PASSIVE_OPS = frozenset({"ping", "runs"})
 RESPONSE_TOKEN_ENV = "CAKE_RESPONSE_TOKEN"  # passed in the environment, not argv, so `ps` can't see it
 
 
-def _free_ports(ip: str, count: int) -> list[int]:
+def free_ports(ip: str, count: int) -> list[int]:
+    """``count`` distinct ports free on ``ip`` right now (held together so none repeats)."""
     sockets = []
     for _ in range(count):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s cake-nanny %(levelname)s %(message)s")
     args.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ports = _free_ports(args.ip, 5)
+    ports = free_ports(args.ip, 5)
     conn = {
         "ip": args.ip,
         "transport": "tcp",

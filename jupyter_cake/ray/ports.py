@@ -8,18 +8,7 @@ import shutil
 import socket
 import subprocess
 
-
-def free_ports(ip: str, count: int) -> list[int]:
-    """``count`` distinct ports free on ``ip`` right now (held together so none repeats)."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((ip, 0))
-        sockets.append(sock)
-    ports = [s.getsockname()[1] for s in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+from jupyter_cake.nanny.nanny import free_ports  # noqa: F401 - re-exported: the nanny ships beside these modules
 
 
 def slurm_node_address() -> str | None:

@@ -13,13 +13,20 @@ in one namespace (rbac.py, README "Kubernetes"). The kubernetes client is only i
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
+from jupyter_cake.backends.base import (
+    Allocation,
+    Backend,
+    Channel,
+    NannyInfo,
+    Progress,
+    forwarded_endpoints,
+    idle_minutes,
+)
 from jupyter_cake.backends.kubernetes.cluster import Cluster, connect, network_errors, request_timeout, unreachable
 from jupyter_cake.backends.kubernetes.forward import (
     ENDED_FILE,
@@ -40,17 +47,6 @@ PENDING_TIMEOUT_S = 600.0  # without --timeout
 REPORT_TIMEOUT_S = 120.0  # from container start to the kernel's report
 RELEASE_WAIT_S = 30.0  # how long release waits for a Pod that still ran to be gone
 RELEASE_STOP_WAIT_S = 3.0  # how long release waits for a stopping nanny's container to exit
-KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-
-
-def _free_local_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 class KubernetesBackend(Backend):
@@ -195,13 +191,8 @@ class KubernetesBackend(Backend):
     # -- channel ----------------------------------------------------------------------------------
     def open_channel(self, allocation: Allocation, info: NannyInfo) -> Channel:
         data = allocation.data
-        remote_ports = [int(info.connection[name]) for name in KERNEL_PORTS] + [info.nanny_port]
-        local_ports = data.get("local_ports") or _free_local_ports(len(remote_ports))
-        if forwarder_pid(allocation.session_dir) is None and data.get("local_ports"):
-            local_ports = _free_local_ports(len(remote_ports))  # the old ports may be taken by now
-        data["local_ports"] = local_ports
-        connection = dict(info.connection, ip="127.0.0.1", **dict(zip(KERNEL_PORTS, local_ports)))
-        pairs = list(zip(local_ports, remote_ports))
+        # Without a live forwarder the old local ports may be taken by now: pick new ones.
+        connection, pairs = forwarded_endpoints(info, data, fresh=forwarder_pid(allocation.session_dir) is None)
 
         def pod_alive() -> bool:
             try:
@@ -209,7 +200,7 @@ class KubernetesBackend(Backend):
             except CakeError:
                 return False
 
-        channel = KubernetesChannel(connection, f"tcp://127.0.0.1:{local_ports[-1]}", data, allocation.session_dir,
+        channel = KubernetesChannel(connection, f"tcp://127.0.0.1:{pairs[-1][0]}", data, allocation.session_dir,
                                     pairs, pod_alive)  # fmt: skip
         channel.establish(self._spawned.pop(str(allocation.session_dir), None))
         return channel

@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
+from jupyter_cake.backends.base import (
+    Allocation,
+    Backend,
+    Channel,
+    NannyInfo,
+    Progress,
+    forwarded_endpoints,
+    idle_minutes,
+)
 from jupyter_cake.backends.sky import bridge, remote
 from jupyter_cake.backends.sky.errors import explain
 from jupyter_cake.backends.sky.resources import autostop_minutes, cluster_name, task_spec
@@ -31,7 +39,6 @@ DOWN_TIMEOUT_S = 300.0
 PLAN_TIMEOUT_S = 180.0
 POLL_S = 0.25
 JOB_CHECK_S = 5.0  # how often, while waiting for the kernel, SkyPilot is asked whether the job failed
-KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 FAILED_JOB_STATES = ("FAILED", "FAILED_SETUP", "FAILED_DRIVER", "CANCELLED", "SUCCEEDED")
 
 
@@ -145,16 +152,12 @@ class SkyBackend(Backend):
 
     # -- channel ------------------------------------------------------------------------------------------
     def open_channel(self, allocation: Allocation, info: NannyInfo) -> Channel:
-        from jupyter_cake.backends.slurm import SlurmChannel, _free_local_ports
+        from jupyter_cake.backends.slurm import SlurmChannel
 
         data = allocation.data
-        remote_ports = [int(info.connection[name]) for name in KERNEL_PORTS] + [info.nanny_port]
         reattach = bool(data.get("local_ports"))
-        local_ports = data.get("local_ports") or _free_local_ports(len(remote_ports))
-        data["local_ports"] = local_ports
-        connection = dict(info.connection, ip="127.0.0.1", **dict(zip(KERNEL_PORTS, local_ports)))
-        channel = SlurmChannel(connection, f"tcp://127.0.0.1:{local_ports[-1]}", self._head(allocation),
-                               list(zip(local_ports, remote_ports)))  # fmt: skip
+        connection, pairs = forwarded_endpoints(info, data)
+        channel = SlurmChannel(connection, f"tcp://127.0.0.1:{pairs[-1][0]}", self._head(allocation), pairs)
         channel.establish(reattach)
         return channel
 

@@ -22,26 +22,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
+from jupyter_cake.backends.base import (
+    Allocation,
+    Backend,
+    Channel,
+    NannyInfo,
+    Progress,
+    forwarded_endpoints,
+    idle_minutes,
+)
 from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
 from jupyter_cake.errors import CakeError
+from jupyter_cake.nanny.nanny import free_ports
 from jupyter_cake.ssh import SSHConnection
 from jupyter_cake.targets import Target
 
 POLL_S = 0.25
 PENDING_TIMEOUT_S = 600.0  # how long `%cake use` waits in the queue unless --timeout says otherwise
 RELEASE_WAIT_S = 15.0  # how long release waits for a cancelled job to leave the queue
-KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-
-
-def _free_local_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 class Shell:
@@ -91,7 +89,7 @@ class SlurmChannel(Channel):
     def forward(self, remote_port: int) -> int:
         if self.ssh is None:
             return remote_port
-        local = _free_local_ports(1)[0]
+        local = free_ports("127.0.0.1", 1)[0]
         self.ssh.forward([(local, remote_port)])
         self.forwards.append((local, remote_port))  # re-established with the others by repair()
         return local
@@ -239,13 +237,9 @@ class SlurmBackend(Backend):
         node_shell = self._node_shell(data, allocation.session_dir.name)
         if node_shell.ssh is None:  # the kernel runs on this very machine: its loopback is ours
             return Channel(connection=info.connection, nanny_url=f"tcp://127.0.0.1:{info.nanny_port}")
-        remote_ports = [int(info.connection[name]) for name in KERNEL_PORTS] + [info.nanny_port]
         reattach = bool(data.get("local_ports"))
-        local_ports = data.get("local_ports") or _free_local_ports(len(remote_ports))
-        data["local_ports"] = local_ports
-        connection = dict(info.connection, ip="127.0.0.1", **dict(zip(KERNEL_PORTS, local_ports)))
-        channel = SlurmChannel(connection, f"tcp://127.0.0.1:{local_ports[-1]}", node_shell.ssh,
-                               list(zip(local_ports, remote_ports)))  # fmt: skip
+        connection, pairs = forwarded_endpoints(info, data)
+        channel = SlurmChannel(connection, f"tcp://127.0.0.1:{pairs[-1][0]}", node_shell.ssh, pairs)
         channel.establish(reattach)
         return channel
 
