@@ -18,15 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import (
-    Allocation,
-    Backend,
-    Channel,
-    NannyInfo,
-    Progress,
-    forwarded_endpoints,
-    idle_minutes,
-)
+from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes
 from jupyter_cake.backends.kubernetes.cluster import Cluster, connect, network_errors, request_timeout, unreachable
 from jupyter_cake.backends.kubernetes.forward import (
     ENDED_FILE,

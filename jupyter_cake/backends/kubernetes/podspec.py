@@ -26,15 +26,12 @@ Target options (``--option K=V`` or keys of a named target in targets.toml; tabl
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 
+from jupyter_cake.backends.shipping import nanny_archive as shipped_nanny
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target
 
@@ -109,23 +106,8 @@ def pod_name(session_id: str) -> str:
 
 
 def nanny_archive() -> tuple[str, str]:
-    """(base64 tar.gz, short hash) of the nanny package plus podmain, standard library + ipykernel only."""
-    package = Path(__file__).resolve().parents[2]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
-        _add(tar, "jupyter_cake/__init__.py", b'"""Only the nanny of Cake, shipped into a Pod."""\n')
-        for path in sorted((package / "nanny").glob("*.py")):
-            _add(tar, f"jupyter_cake/nanny/{path.name}", path.read_bytes())
-        _add(tar, "cake_pod.py", (Path(__file__).parent / "podmain.py").read_bytes())
-    data = buffer.getvalue()
-    return base64.b64encode(data).decode("ascii"), hashlib.sha256(data).hexdigest()[:12]
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
+    """The nanny plus podmain (the Pod's PID 1); see shipping."""
+    return shipped_nanny("shipped into a Pod", {"cake_pod.py": (Path(__file__).parent / "podmain.py").read_bytes()})
 
 
 def _json_option(options: dict[str, str], key: str, kind: type, example: str) -> Any:

@@ -17,15 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import (
-    Allocation,
-    Backend,
-    Channel,
-    NannyInfo,
-    Progress,
-    forwarded_endpoints,
-    idle_minutes,
-)
+from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes
 from jupyter_cake.backends.sky import bridge, remote
 from jupyter_cake.backends.sky.errors import explain
 from jupyter_cake.backends.sky.resources import autostop_minutes, cluster_name, task_spec

@@ -22,15 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import (
-    Allocation,
-    Backend,
-    Channel,
-    NannyInfo,
-    Progress,
-    forwarded_endpoints,
-    idle_minutes,
-)
+from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes
 from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
 from jupyter_cake.errors import CakeError
 from jupyter_cake.nanny.nanny import free_ports

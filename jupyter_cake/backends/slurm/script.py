@@ -13,16 +13,13 @@ from the user's own targets file.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import re
 import shlex
-import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from jupyter_cake.backends.shipping import PACKAGE
+from jupyter_cake.backends.shipping import nanny_archive as shipped_nanny
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target
 
@@ -128,29 +125,12 @@ def _ray_spec(target: Target) -> str | None:
 
 
 def nanny_archive() -> tuple[str, str]:
-    """(base64 tar.gz, short hash) of the nanny package: standard library + ipykernel only, so it runs
-    on any node with a Python that has ipykernel, without installing Cake there. Deterministic, so
-    the hash names a cache directory shared by all sessions of this Cake version."""
-    package = Path(__file__).resolve().parents[2]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
-        stub = b'"""Only the nanny of Cake, shipped to the node by the Slurm backend."""\n'
-        _add(tar, "jupyter_cake/__init__.py", stub)
-        for path in sorted((package / "nanny").glob("*.py")):
-            _add(tar, f"jupyter_cake/nanny/{path.name}", path.read_bytes())
-        from jupyter_cake.ray import REMOTE_MODULES  # Ray's head/worker start beside the nanny
+    """The nanny plus Ray's node-side modules (Ray's head/worker start beside the nanny); see shipping."""
+    from jupyter_cake.ray import REMOTE_MODULES
 
-        for name in REMOTE_MODULES:
-            _add(tar, f"jupyter_cake/ray/{name}", (package / "ray" / name).read_bytes())
-    data = buffer.getvalue()
-    return base64.b64encode(data).decode("ascii"), hashlib.sha256(data).hexdigest()[:12]
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
+    ray_dir = PACKAGE / "ray"
+    extra = {f"jupyter_cake/ray/{name}": (ray_dir / name).read_bytes() for name in REMOTE_MODULES}
+    return shipped_nanny("shipped to the node by the Slurm backend", extra)
 
 
 def render(spec: JobSpec, archive: str, archive_hash: str) -> str:
