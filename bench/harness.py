@@ -131,6 +131,18 @@ class StampWriter(io.TextIOBase):
             self.armed = False
             return self.stamp, "".join(self.text)
 
+    def first_output(self, run_cell: Callable[[], object]) -> float:
+        """Armed around ``run_cell`` (a cell printing the marker): ``time.time()`` when its output
+        reached this process's stdout."""
+        self.arm()
+        try:
+            run_cell()
+        finally:
+            arrived, text = self.disarm()
+        if arrived is None:
+            raise RuntimeError(f"the first cell's output never reached stdout (got {text[:80]!r})")
+        return arrived
+
     def write(self, s: str) -> int:  # type: ignore[override]
         now = time.time()
         if self.armed:

@@ -88,13 +88,7 @@ class K8sBench:
         try:
             self.ip.run_line_magic("cake", f"use {self.target} --new --timeout 120")
             self.use_split.append(time.time() - t0)
-            self.stamp.arm()
-            try:
-                self.cake.cell(MARK_CELL)
-            finally:
-                arrived, text = self.stamp.disarm()
-            if arrived is None:
-                raise RuntimeError(f"the first cell's output never reached stdout (got {text[:80]!r})")
+            arrived = self.stamp.first_output(lambda: self.cake.cell(MARK_CELL))
             return arrived - t0
         finally:
             if self.cake.live:

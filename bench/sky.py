@@ -157,13 +157,7 @@ class SkyBench:
             self.use_split.append(time.time() - t0)
             handle = self.cake.magics.current
             self.launch_split.append(float(handle.allocation.data.get("launch_s", "nan")))
-            self.stamp.arm()
-            try:
-                self.cake.cell(MARK_CELL)
-            finally:
-                arrived, text = self.stamp.disarm()
-            if arrived is None:
-                raise RuntimeError(f"the first cell's output never reached stdout (got {text[:80]!r})")
+            arrived = self.stamp.first_output(lambda: self.cake.cell(MARK_CELL))
             return arrived - t0
 
         try:

@@ -334,13 +334,7 @@ class SlurmBench:
         try:
             job = self.cake_use(target, new=True)
             used = time.time()
-            self.stamp.arm()
-            try:
-                self.cake.cell(MARK_CELL)
-            finally:
-                arrived, text = self.stamp.disarm()
-            if arrived is None:
-                raise RuntimeError(f"the first cell's output never reached stdout (got {text[:80]!r})")
+            arrived = self.stamp.first_output(lambda: self.cake.cell(MARK_CELL))
             self.last_use = (target, used - t0)
             return arrived - t0
         finally:
