@@ -1,7 +1,8 @@
 """Reading the infra of a SkyPilot task YAML, so `%cake use --task task.yaml` needs no infra of its own.
 
 Only the infra is read here (pyyaml, which Jupyter already depends on); everything else in the file
-(resources, envs, setup, workdir, file_mounts) is SkyPilot's to parse, in the bridge.
+(resources, envs, setup, workdir, file_mounts) is SkyPilot's to parse, in the bridge. It lives with the
+targets, not in the sky backend, because the target line needs it and targets import no backend.
 """
 
 from __future__ import annotations
