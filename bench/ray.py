@@ -139,6 +139,7 @@ class RayBench:
 
     def start_session(self) -> dict[str, Any]:
         from jupyter_cake.manager import Cake
+        from jupyter_cake.ray.session import ray_status
         from jupyter_cake.targets import resolve_target
 
         if self.cake is None:
@@ -150,7 +151,7 @@ class RayBench:
         took = time.perf_counter() - t0
         handle = self.handle
         self.cleanup.push(f"down {handle.id}", lambda: self.cake.down(handle.row))
-        status = handle.nanny("ray")
+        status = ray_status(handle)
         return {"use": took, "head": status["ready_at"] - status["started"], "status": status}
 
     # -- the rows ------------------------------------------------------------------------------------

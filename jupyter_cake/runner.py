@@ -28,27 +28,28 @@ is older than the CLI's still runs it; it uses only the standard library and IPy
 
 from __future__ import annotations
 
-import inspect
-import io
 import os
 import queue
 import shlex
 import signal
 import sys
-import tarfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jupyter_cake.errors import CakeError, SessionGone
 
+# CakeScriptExit and unpack_bundle are used by the remote half: remote_cell sends them along with it.
+from jupyter_cake.workdir import (
+    CakeScriptExit,
+    pack_workdir,
+    remote_cell,
+    unpack_bundle,
+)
+
 SYNC_MODES = ("auto", "copy", "none")
-MAX_SYNC_BYTES = 256 * 1024 * 1024
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules", ".ipynb_checkpoints",
-                       ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox"})  # fmt: skip
-SKIP_SUFFIXES = (".pyc", ".pyo")
 INTERRUPT_GRACE_S = 20.0  # SIGINT, +5 s SIGTERM, +5 s SIGKILL on the remote side: then give up waiting
 POLL_S = 0.05
 LIVENESS_CHECK_S = 2.0
@@ -153,87 +154,19 @@ def _split(value: str, flag: str) -> list[str]:
         raise CakeError(f"Cannot read {flag} {value!r}: {exc}.") from None
 
 
-# -- working directory ----------------------------------------------------------------------------------
-def _files(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into linked directories
-        kept = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        dirnames[:] = [d for d in kept if not os.path.islink(os.path.join(dirpath, d))]
-        links = [d for d in kept if d not in dirnames]
-        for name in sorted([*filenames, *links]):
-            if not name.endswith(SKIP_SUFFIXES):
-                yield Path(dirpath) / name
-
-
-def pack_workdir(root: Path, limit: int = MAX_SYNC_BYTES) -> tuple[bytearray, list[str]]:
-    """The workdir as tar.gz bytes (a bytearray, so the push sends it as one out-of-band buffer), and
-    the links left out because they point outside it (they would dangle over there)."""
-    total = 0
-    skipped: list[str] = []
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:  # speed over ratio
-        for path in _files(root):
-            name = str(path.relative_to(root))
-            if path.is_symlink() and not (path.parent / os.readlink(path)).resolve().is_relative_to(root):
-                skipped.append(f"{name} -> {os.readlink(path)}")
-                continue
-            try:
-                info = tar.gettarinfo(str(path), arcname=name)
-            except OSError:
-                continue  # vanished or unreadable: the script will say if it needed it
-            total += info.size
-            if total > limit:
-                raise CakeError(
-                    f"The working directory {root} holds more than {limit // 2**20} MiB to sync. Point --workdir at the "
-                    "project's code only, or keep data on the target and use --sync none."
-                )
-            if info.isfile():
-                with open(path, "rb") as handle:
-                    tar.addfile(info, handle)
-            else:
-                tar.addfile(info)
-    return bytearray(buffer.getbuffer()), skipped
-
-
 # -- the remote half ------------------------------------------------------------------------------------
 def _remote_run(spec: dict[str, Any]) -> None:  # pragma: no cover - runs inside the session's kernel
     """Runs in the session's kernel (sent as source): unpack, start the script, pump its output, forward
     interrupts, report its exit code. Standard library + IPython only."""
     import codecs
-    import io
     import os
     import selectors
     import signal
-    import socket
     import subprocess
     import sys
-    import tarfile
-    import tempfile
     import time
 
-    class CakeScriptExit(Exception):
-        """Carries the exit code (evalue) and shows one line instead of a traceback."""
-
-        def _render_traceback_(self) -> list[str]:
-            return [str(self.args[1])]
-
-        def __str__(self) -> str:
-            return str(self.args[0])
-
-    cwd = spec["cwd"]
-    if spec.get("bundle"):
-        from IPython import get_ipython
-
-        data = get_ipython().user_ns.pop(spec["bundle"])
-        cwd = tempfile.mkdtemp(prefix="cake-run-")
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            try:
-                tar.extractall(cwd, filter="data")  # refuses absolute paths, '..' and device files
-            except TypeError:  # Python without tarfile filters: check the names ourselves
-                for member in tar.getmembers():
-                    if member.name.startswith("/") or ".." in member.name.split("/") or not (member.isfile() or member.isdir()):
-                        raise ValueError(f"refusing to unpack {member.name!r}") from None
-                tar.extractall(cwd)
-        sys.stderr.write(f"[cake] working directory synced to {socket.gethostname()}:{cwd}\n")
+    cwd = unpack_bundle(spec, "cake-run-") or spec["cwd"]  # sent beside this function (remote_cell)
     argv = list(spec["argv"])
     if spec["python"]:
         argv = [sys.executable, "-u", *argv]
@@ -311,10 +244,7 @@ def _remote_run(spec: dict[str, Any]) -> None:  # pragma: no cover - runs inside
 
 def remote_code(spec: dict[str, Any], comment: str) -> str:
     """The cell sent to the session: the remote half, run in its own namespace so nothing leaks."""
-    # The future import keeps the annotations unevaluated over there (no typing imports needed).
-    source = "from __future__ import annotations\n" + inspect.getsource(_remote_run) + f"\n_remote_run({spec!r})\n"
-    first = " ".join(comment.splitlines())
-    return f"# {first}\nexec(compile({source!r}, '<cake run>', 'exec'), {{'__name__': '__cake_run__'}})\n"
+    return remote_cell(_remote_run, spec, comment, "<cake run>")
 
 
 # -- the local half -------------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
+
+RowT = TypeVar("RowT")  # SessionRow or RunRow: a dataclass whose fields are the table's columns
 
 # Each entry migrates from version i to i+1; append, never edit a shipped one.
 MIGRATIONS: Sequence[str] = (
@@ -182,29 +184,25 @@ class Store:
         self._update("sessions", session_id, changes, _columns(SessionRow))
 
     def session(self, session_id: str) -> SessionRow | None:
-        row = self._conn().execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
-        return SessionRow(**dict(row)) if row else None
+        return next(iter(self._rows(SessionRow, "SELECT * FROM sessions WHERE id=?", (session_id,))), None)
 
     def find_session(self, prefix_or_name: str) -> list[SessionRow]:
         """Sessions whose id starts with, or whose name equals, the given text (newest first)."""
-        rows = self._conn().execute(
-            r"SELECT * FROM sessions WHERE id LIKE ? ESCAPE '\' OR name=? ORDER BY created DESC",
+        return self._rows(
+            SessionRow, r"SELECT * FROM sessions WHERE id LIKE ? ESCAPE '\' OR name=? ORDER BY created DESC",
             (_like_prefix(prefix_or_name), prefix_or_name),
         )
-        return [SessionRow(**dict(r)) for r in rows]
 
     def live_session(self, name: str, owner: str) -> SessionRow | None:
-        row = self._conn().execute(
-            "SELECT * FROM sessions WHERE name=? AND owner=? AND state IN ('starting','running') "
-            "ORDER BY created DESC LIMIT 1",
-            (name, owner),
-        ).fetchone()
-        return SessionRow(**dict(row)) if row else None
+        rows = self._rows(
+            SessionRow, "SELECT * FROM sessions WHERE name=? AND owner=? AND state IN ('starting','running') "
+            "ORDER BY created DESC LIMIT 1", (name, owner),
+        )  # fmt: skip
+        return next(iter(rows), None)
 
     def sessions(self, live_only: bool = False) -> list[SessionRow]:
         where = "WHERE state IN ('starting','running')" if live_only else ""
-        rows = self._conn().execute(f"SELECT * FROM sessions {where} ORDER BY created DESC")
-        return [SessionRow(**dict(r)) for r in rows]
+        return self._rows(SessionRow, f"SELECT * FROM sessions {where} ORDER BY created DESC")
 
     # -- runs ---------------------------------------------------------------------------------------
     def add_run(self, row: RunRow) -> None:
@@ -219,15 +217,10 @@ class Store:
         self._update("runs", run_id, changes, _columns(RunRow))
 
     def run(self, run_id: str) -> RunRow | None:
-        row = self._conn().execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        return RunRow(**dict(row)) if row else None
+        return next(iter(self._rows(RunRow, "SELECT * FROM runs WHERE id=?", (run_id,))), None)
 
     def find_runs(self, prefix: str) -> list[RunRow]:
-        rows = self._conn().execute(
-            r"SELECT * FROM runs WHERE id LIKE ? ESCAPE '\' ORDER BY created DESC",
-            (_like_prefix(prefix),),
-        )
-        return [RunRow(**dict(r)) for r in rows]
+        return self._rows(RunRow, r"SELECT * FROM runs WHERE id LIKE ? ESCAPE '\' ORDER BY created DESC", (_like_prefix(prefix),))
 
     def runs(
         self, session_id: str | None = None, states: Sequence[str] = (), limit: int = 50, offset: int = 0
@@ -240,10 +233,10 @@ class Store:
             clauses.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(states)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn().execute(
-            f"SELECT * FROM runs {where} ORDER BY created DESC LIMIT ? OFFSET ?", [*params, limit, offset]
-        )
-        return [RunRow(**dict(r)) for r in rows]
+        return self._rows(RunRow, f"SELECT * FROM runs {where} ORDER BY created DESC LIMIT ? OFFSET ?", [*params, limit, offset])
+
+    def _rows(self, row_type: type[RowT], sql: str, params: Sequence[Any] = ()) -> list[RowT]:
+        return [row_type(**dict(r)) for r in self._conn().execute(sql, params)]
 
     def _update(self, table: str, key: str, changes: dict[str, Any], allowed: list[str]) -> None:
         unknown = set(changes) - set(allowed)

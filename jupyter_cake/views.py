@@ -10,8 +10,6 @@ from jupyter_cake.manager import Cake
 from jupyter_cake.store import SessionRow
 from jupyter_cake.relay import journal_text
 
-COMMANDS = ("use", "plan", "push", "pull", "status", "targets", "runs", "attach", "logs", "interrupt", "down", "ray", "help")
-
 
 def _ago(seconds: float | None) -> str:
     if seconds is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
+from jupyter_cake import entrypoints
 from jupyter_cake.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -20,17 +21,13 @@ _EXTRAS = {
 
 
 def available_backends() -> list[str]:
-    from importlib.metadata import entry_points
-
-    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return entrypoints.names(ENTRY_POINT_GROUP)
 
 
 @cache
 def get_backend(name: str) -> Backend:
-    from importlib.metadata import entry_points
-
-    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-    if not matches:
+    found = entrypoints.find(ENTRY_POINT_GROUP, name)
+    if found is None:
         have = ", ".join(available_backends()) or "none"
         if name in _EXTRAS:  # an install whose entry points are incomplete (e.g. a stale editable install)
             what, extra = _EXTRAS[name]
@@ -43,7 +40,7 @@ def get_backend(name: str) -> Backend:
             f"Install the package that provides it, or pick another target."
         )
     try:
-        backend_cls = matches[0].load()
+        backend_cls = found.load()
     except ImportError as exc:
         extra = _EXTRAS.get(name, ("", "jupyter-cake"))[1]
         raise BackendUnavailable(

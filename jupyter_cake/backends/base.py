@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import abc
 import json
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target
 
 
@@ -127,8 +130,9 @@ class Backend(abc.ABC):
     # How long a session start may take when the user gave no --timeout: seconds for a subprocess or
     # a Slurm job, much longer for a cloud launch (SkyPilot overrides it).
     start_timeout: ClassVar[float] = 120.0
-    # Whether the nanny this backend starts can run a Ray head beside the kernel (--ray).
-    supports_ray: ClassVar[bool] = False
+    # Whether the nanny this backend starts runs add-on services beside the kernel (NodePlan: the
+    # nanny's --service arguments, and batch lines where the backend writes a batch script).
+    runs_node_services: ClassVar[bool] = False
 
     @abc.abstractmethod
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation: ...
@@ -170,3 +174,16 @@ class Backend(abc.ABC):
         except (OSError, ValueError):
             return None
         return str(reason) if reason else None
+
+
+def remote_end_reason(run: Callable[[list[str], float], subprocess.CompletedProcess[Any]], session_remote: str) -> str | None:
+    """Why the nanny stopped, from the state.json it left in ``session_remote`` on a cluster, read with
+    ``run(argv, timeout)`` (a remote shell); None when it left no reason or the cluster can't be reached."""
+    try:
+        done = run(["cat", f"{session_remote}/state.json"], 20)
+        if done.returncode == 0 and done.stdout.strip():
+            reason = json.loads(done.stdout).get("reason")
+            return str(reason) if reason else None
+    except (CakeError, subprocess.TimeoutExpired, ValueError):
+        pass
+    return None

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from jupyter_cake.addons import node_plan
 from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
 from jupyter_cake.errors import CakeError
 from jupyter_cake.procs import pid_alive
@@ -53,7 +54,7 @@ def _local_gpu_count() -> int:
 
 class LocalBackend(Backend):
     name = "local"
-    supports_ray = True
+    runs_node_services = True
 
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
         if target.nodes > 1:
@@ -89,10 +90,7 @@ class LocalBackend(Backend):
             ]  # fmt: skip
             if target.workdir:
                 argv += ["--workdir", str(Path(target.workdir).expanduser())]
-            if target.ray:
-                from jupyter_cake.ray.session import nanny_args
-
-                argv += nanny_args(target)
+            argv += node_plan(target).nanny_args()  # add-on services (e.g. a Ray head) beside the kernel
             log_path = allocation.session_dir / "nanny.log"
             with open(log_path, "ab") as log:
                 nanny = subprocess.Popen(

@@ -135,5 +135,5 @@ COMMANDS: dict[str, Callable[[Context, list[str]], Any]] = {
 def run_command(ctx: Context, command: str, args: list[str]) -> Any:
     handler = COMMANDS.get(command)
     if handler is None:
-        raise CakeError(f"Unknown command `%cake {command}`. Commands: {', '.join(views.COMMANDS)}. See `%cake help`.")
+        raise CakeError(f"Unknown command `%cake {command}`. Commands: {', '.join(COMMANDS)}. See `%cake help`.")
     return handler(ctx, args)

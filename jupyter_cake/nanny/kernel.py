@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import sys
 from typing import Any
+
+from jupyter_cake.nanny.services import install_kernel_hooks
 
 STREAM_FLUSH_INTERVAL_S = 0.005
 VARS_COMM_TARGET = "cake.vars"
@@ -82,10 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     app.initialize(["--HistoryManager.enabled=False", *args])
     app.kernel.comm_manager.register_target(VARS_COMM_TARGET, _handle_vars)
-    if "CAKE_RAY_TEMP_DIR" in os.environ:  # a Ray session: worker prints must reach their cell
-        from jupyter_cake.ray.kernel_hooks import install
-
-        install(app.shell)
+    install_kernel_hooks(app.shell)  # what the session's services (e.g. Ray) need inside the kernel
     app.start()
 
 

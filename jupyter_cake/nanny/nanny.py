@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jupyter_cake.nanny.services import Service, start_services
+
 log = logging.getLogger("cake.nanny")
 
 # Requests that only look at the session don't keep it alive; everything else a client asks does.
@@ -61,7 +63,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs the kernel")
     parser.add_argument("--workdir", default=None, help="kernel working directory")
     parser.add_argument("--release-command", default=None, help="JSON argv run on exit to free the allocation")
-    parser.add_argument("--ray", default=None, help="JSON spec: start a Ray head next to the kernel (jupyter_cake.ray)")
+    parser.add_argument(
+        "--service", nargs=3, action="append", metavar=("NAME", "MODULE", "SPEC"),
+        help="start MODULE's service beside the kernel, answering control requests as NAME (see services.py)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -133,7 +138,7 @@ class Nanny:
         self.last_activity = time.time()
         self.kernel_busy = False
         self.stopping: str | None = None
-        self.ray: Any = None  # jupyter_cake.ray.head.RayHead when the session has Ray
+        self.services: dict[str, Service] = {}  # add-on services beside the kernel (services.py)
 
     # -- reporting ---------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -218,8 +223,8 @@ class Nanny:
                     self._on_control()
             if self.kernel.poll() is not None and self.stopping is None:
                 self.stopping = f"kernel exited with code {self.kernel.returncode}"
-            if self.ray is not None:  # a Ray cluster running tasks or jobs is not idle
-                self.last_activity = max(self.last_activity, self.ray.last_busy)
+            for service in self.services.values():  # e.g. a Ray cluster running tasks is not idle
+                self.last_activity = max(self.last_activity, service.last_busy)
             if self.stopping is None and idle_limit and self.idle_seconds() > idle_limit:
                 self.stopping = f"idle for {self.args.idle_minutes:g} minutes"
         self.shutdown(self.stopping)
@@ -268,10 +273,12 @@ class Nanny:
             }
         if op == "runs":
             return {"ok": True, "runs": {k: vars(v) for k, v in self.journal.runs.items()}}
-        if op == "ray":
-            if self.ray is None:
-                return {"ok": False, "error": "this session has no Ray cluster; start one with `%cake use <target> --ray`"}
-            return {"ok": True, **self.ray.status(details=bool(content.get("details")))}
+        if op == "service":
+            name = str(content.get("name"))
+            service = self.services.get(name)
+            if service is None:
+                return {"ok": False, "error": f"this session runs no service named {name!r}"}
+            return {"ok": True, **service.status(details=bool(content.get("details")))}
         if op == "journal":
             run_id = str(content["run_id"])
             entries = read_entries(self.journal.dir, run_id, int(content.get("since", 0)))
@@ -305,8 +312,8 @@ class Nanny:
     def shutdown(self, reason: str) -> None:
         log.info("stopping: %s", reason)
         self._stop_kernel()
-        if self.ray is not None:
-            self.ray.stop()
+        for service in self.services.values():
+            service.stop()
         self.journal.close()
         self._write_state("stopped", reason)
         if self.args.release_command:
@@ -333,14 +340,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     connection_file = args.session_dir / "kernel.json"
     _write_private(connection_file, conn)
-    ray_head = None
-    if args.ray:  # before the kernel: it inherits RAY_ADDRESS; Ray boots while the kernel does
-        from jupyter_cake.ray import head
-
-        ray_head = head.start(args.session_dir, args.ray, args.python)
+    # Services start before the kernel: it inherits their environment, and they boot while it does.
+    services = start_services(args.service, args.session_dir, args.python)
     kernel = spawn_kernel(args, connection_file)
     nanny = Nanny(args, conn, kernel)
-    nanny.ray = ray_head
+    nanny.services = services
     signal.signal(signal.SIGTERM, lambda *_: setattr(nanny, "stopping", "terminated (SIGTERM)"))
     nanny.await_journal_subscription()
     try:

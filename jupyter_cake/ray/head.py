@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from jupyter_cake.nanny.nanny import free_ports
 from jupyter_cake.ray import ports, versions
 
 log = logging.getLogger("cake.nanny.ray")
@@ -48,6 +49,10 @@ DONE_STATES = frozenset({"FINISHED", "FAILED"})
 
 
 class RayHead:
+    """The nanny's service for ``--ray`` (jupyter_cake.nanny.services.Service)."""
+
+    kernel_hooks = ("jupyter_cake.ray.kernel_hooks",)  # worker prints must reach their cell
+
     def __init__(self, session_dir: Path, spec: dict[str, Any], python: str) -> None:
         self.session_dir = session_dir
         self.spec = spec
@@ -92,10 +97,10 @@ class RayHead:
             self._fail(f"this node's cluster address is {self.ip} (loopback), which other nodes cannot reach; "
                        "fix the node's NodeAddr / host name resolution, or use --nodes 1")  # fmt: skip
             return
-        (gcs,) = ports.free_ports(self.ip, 1)
+        (gcs,) = free_ports(self.ip, 1)
         # Every port explicit: Ray's defaults collide between sessions on one node (the agent's 52365),
         # and a dynamically chosen runtime-env agent port reaches Ray Client's proxy as port 0.
-        self.dashboard_port, self.client_port, agent, runtime_env = ports.free_ports("127.0.0.1", 4)
+        self.dashboard_port, self.client_port, agent, runtime_env = free_ports("127.0.0.1", 4)
         self.address = f"{self.ip}:{gcs}"
         self._write_token()
         env = self._environment(loopback)
@@ -298,7 +303,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def start(session_dir: Path, spec_text: str, python: str = sys.executable) -> RayHead:
-    """The nanny's entry point: parse the --ray spec and begin (never raises: failures are reported
+    """The nanny's entry point (its ``--service ray jupyter_cake.ray.head SPEC``): parse the spec and begin (never raises: failures are reported
     through the nanny's ``ray`` request, where the client turns them into one clear error)."""
     head = RayHead(session_dir, json.loads(spec_text), python)
     try:

@@ -11,41 +11,24 @@ with 130. Ctrl-C (the kernel's interrupt) stops the job through the Jobs API.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
+
+# CakeScriptExit and unpack_bundle are used by the remote half: remote_cell sends them along with it.
+from jupyter_cake.workdir import SKIP_DIRS, CakeScriptExit, remote_cell, unpack_bundle
 
 
 def _remote_job(spec: dict[str, Any]) -> None:  # pragma: no cover - runs inside the session's kernel
     """Runs in the session's kernel (sent as source): unpack, submit, stream the driver log, settle."""
     import codecs
-    import io
     import os
     import shlex
-    import socket
     import sys
-    import tarfile
-    import tempfile
     import time
     from pathlib import Path
 
-    class CakeScriptExit(Exception):
-        """Carries the exit code (evalue) and shows one line instead of a traceback."""
-
-        def _render_traceback_(self) -> list[str]:
-            return [str(self.args[1])]
-
-        def __str__(self) -> str:
-            return str(self.args[0])
-
     from IPython import get_ipython
 
-    cwd = spec["cwd"]
-    if spec.get("bundle"):
-        data = get_ipython().user_ns.pop(spec["bundle"])
-        cwd = tempfile.mkdtemp(prefix="cake-ray-job-")
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            tar.extractall(cwd, filter="data")  # refuses absolute paths, '..' and device files
-        sys.stderr.write(f"[cake] working directory synced to {socket.gethostname()}:{cwd}\n")
+    cwd = unpack_bundle(spec, "cake-ray-job-") or spec["cwd"]  # sent beside this function (remote_cell)
     if "RAY_API_SERVER_ADDRESS" not in os.environ:
         raise CakeScriptExit(2, "this session has no Ray cluster; start one with --ray")
     from ray.job_submission import JobStatus, JobSubmissionClient
@@ -126,9 +109,5 @@ def _remote_job(spec: dict[str, Any]) -> None:  # pragma: no cover - runs inside
 
 def remote_code(spec: dict[str, Any], comment: str) -> str:
     """The cell sent to the session (same shape as jupyter_cake.runner.remote_code)."""
-    from jupyter_cake.runner import SKIP_DIRS
-
     spec = dict(spec, excludes=[*sorted(SKIP_DIRS), "*.pyc"])  # gitignore syntax: a name matches anywhere
-    source = "from __future__ import annotations\n" + inspect.getsource(_remote_job) + f"\n_remote_job({spec!r})\n"
-    first = " ".join(comment.splitlines())
-    return f"# {first}\nexec(compile({source!r}, '<cake run --ray>', 'exec'), {{'__name__': '__cake_run__'}})\n"
+    return remote_cell(_remote_job, spec, comment, "<cake run --ray>")

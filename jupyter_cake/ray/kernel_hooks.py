@@ -11,8 +11,8 @@ them (marker lines skipped, per-job), lines arrived are counted by a handler on 
 dispatcher, installed the moment ``ray`` is imported (an import hook, so the very first cell counts
 too). Workers on other nodes write files this node can't see: their lines are not waited for.
 
-Loaded by the kernel launcher only for sessions with Ray (``CAKE_RAY_TEMP_DIR`` set); it imports
-nothing of Ray itself until the user does.
+Installed by the kernel launcher only for sessions with Ray (the Ray head names this module among its
+``kernel_hooks``, see jupyter_cake.nanny.services); it imports nothing of Ray itself until the user does.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Free ports and the address a node is reached at by the other nodes of its allocation (stdlib)."""
+"""The address a node is reached at by the other nodes of its allocation (stdlib). Free ports are the
+nanny's (``jupyter_cake.nanny.nanny.free_ports``), which ships beside these modules."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-
-from jupyter_cake.nanny.nanny import free_ports  # noqa: F401 - re-exported: the nanny ships beside these modules
 
 
 def slurm_node_address() -> str | None:

@@ -1,4 +1,4 @@
-"""Client side of a Ray session: what the backends pass to the nanny, waiting for the head after the
+"""Client side of a Ray session: the spec of the nanny's Ray service, waiting for the head after the
 kernel is up, the dashboard through the channel, and ``%cake ray``.
 
 Nothing here imports ray: the client may not even have it (the cells run remotely).
@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 RAY_START_TIMEOUT_S = 180.0  # Ray's head takes 8-12 s on 2 idle cores, several times that under load
 POLL_S = 0.1
+NO_SERVICE = "runs no service named"  # the nanny's answer when the session has no Ray head
 
 
 def spec(target: Target) -> str:
-    """The nanny's ``--ray`` argument: how to run the head and what to check the cluster against."""
+    """The spec of the nanny's Ray service (jupyter_cake.ray.head): how to run the head and what to check the cluster against."""
     options = target.options_dict()
     check = options.get("ray_check", "on").lower()
     if check not in ("on", "off"):
@@ -40,19 +41,15 @@ def spec(target: Target) -> str:
     )  # fmt: skip
 
 
-def nanny_args(target: Target) -> list[str]:
-    return ["--ray", spec(target)] if target.ray else []
-
-
 def wait_ready(handle: Handle, progress: Progress, timeout: float = RAY_START_TIMEOUT_S) -> dict[str, Any]:
     """Block until the session's Ray head answers; raise the head's own error (version mismatch,
     missing Ray, a crash with its log) if it can't. Then forward the dashboard."""
     start = time.monotonic()
     while True:
         try:
-            status = handle.nanny("ray")
+            status = ray_status(handle)
         except CakeError as exc:
-            if "no Ray cluster" not in str(exc):
+            if NO_SERVICE not in str(exc):
                 raise
             raise CakeError(
                 f"--ray: the {handle.backend.name} backend did not start Ray in session {handle.id}; Ray sessions "
@@ -75,6 +72,11 @@ def wait_ready(handle: Handle, progress: Progress, timeout: float = RAY_START_TI
     took = (status.get("ready_at") or 0) - (status.get("started") or 0)
     progress(f"Ray {status['versions'].get('ray')} is up at {status['address']} ({took:.1f} s); dashboard {url}")
     return status
+
+
+def ray_status(handle: Handle, details: bool = False) -> dict[str, Any]:
+    """The head's status, from the nanny's Ray service (jupyter_cake.ray.head.RayHead.status)."""
+    return handle.nanny("service", name="ray", details=details)
 
 
 def dashboard_url(handle: Handle, status: dict[str, Any]) -> str:
@@ -107,7 +109,7 @@ def _amount(name: str, value: float) -> str:
 
 def info_text(handle: Handle) -> str:
     """What ``%cake ray`` prints: address, versions, resources (used / total), dashboard URL."""
-    status = handle.nanny("ray", details=True)
+    status = ray_status(handle, details=True)
     if status["state"] != "ready":
         return f"Ray on session {handle.id}: {status['state']}{': ' + status['error'] if status.get('error') else ''}"
     url = dashboard_url(handle, status)

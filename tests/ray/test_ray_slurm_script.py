@@ -1,11 +1,10 @@
 """The sbatch script of a `--ray` session: golden files for one and several nodes (the multi-node
 path — one Ray worker per other node via srun — can't run on the one-node test cluster), the quoting
-of the nanny's --ray spec, and the Ray modules shipped with the nanny."""
+of the spec of the nanny's Ray service, and the Ray modules shipped with the nanny."""
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 import os
@@ -18,21 +17,22 @@ from pathlib import Path
 import pytest
 
 from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
-from jupyter_cake.ray import REMOTE_MODULES, worker
+from jupyter_cake.ray import REMOTE_MODULES, versions, worker
 from jupyter_cake.targets import parse_target
 
 GOLDEN = Path(__file__).parent / "golden"
 CLIENT = {"host": "laptop", "python": "3.11.7", "ray": "2.60.0"}  # fixed: goldens don't depend on this machine
 
 
+@pytest.fixture(autouse=True)
+def _client_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray spec carries this machine's versions (checked against the cluster's): fix them."""
+    monkeypatch.setattr(versions, "local_versions", lambda: dict(CLIENT))
+
+
 def _script(spec_text: str, **named: object) -> str:
     target = parse_target(spec_text, {"t": named} if named else None)
-    spec = job_spec(target, "s-0123abcd", 30.0)
-    ray = json.loads(spec.ray_spec or "null")
-    if ray is not None:
-        ray["client"] = CLIENT
-        spec = dataclasses.replace(spec, ray_spec=json.dumps(ray, sort_keys=True))
-    return render(spec, "QVJDSElWRQ==", "feedbeef0000")
+    return render(job_spec(target, "s-0123abcd", 30.0), "QVJDSElWRQ==", "feedbeef0000")
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,14 @@ def test_ray_scripts_match_golden_files(name: str, spec: str, named: dict[str, o
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
+def _ray_spec(argv: list[str]) -> dict[str, object]:
+    """The spec of the nanny's Ray service: ``--service ray jupyter_cake.ray.head SPEC``."""
+    at = argv.index("--service")
+    assert argv[at + 1 : at + 3] == ["ray", "jupyter_cake.ray.head"]
+    spec: dict[str, object] = json.loads(argv[at + 3])
+    return spec
+
+
 def _nanny_argv(script: str) -> list[str]:
     """The nanny's srun command as bash would split it."""
     line = script[script.index("exec srun") :].replace("\\\n", " ")
@@ -62,7 +70,7 @@ def _nanny_argv(script: str) -> list[str]:
 def test_single_node_runs_ray_on_loopback_without_workers() -> None:
     script = _script("slurm/hpc --ray")
     argv = _nanny_argv(script)
-    ray = json.loads(argv[argv.index("--ray") + 1])
+    ray = _ray_spec(argv)
     assert ray["mode"] == "loopback" and ray["nodes"] == 1 and ray["check"] is True
     assert "jupyter_cake.ray.worker" not in script and "--nodelist" not in script
 
@@ -74,7 +82,7 @@ def test_multi_node_starts_one_worker_per_other_node_and_pins_the_nanny_to_the_h
     assert script.index("jupyter_cake.ray.worker") < script.index("exec srun")  # workers first, in the background
     assert '--nodelist="$HEAD_NODE"' in script[script.index("exec srun") :]
     argv = _nanny_argv(script)
-    ray = json.loads(argv[argv.index("--ray") + 1])
+    ray = _ray_spec(argv)
     assert ray["mode"] == "cluster" and ray["nodes"] == 3 and ray["check"] is False
 
 

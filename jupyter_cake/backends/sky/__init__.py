@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes
+from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes, remote_end_reason
 from jupyter_cake.backends.sky import bridge, remote
 from jupyter_cake.backends.sky.errors import explain
 from jupyter_cake.backends.sky.resources import autostop_minutes, cluster_name, task_spec
@@ -178,14 +178,9 @@ class SkyBackend(Backend):
         data = allocation.data
         if not data.get("session_remote"):
             return None
-        try:
-            done = self._head(allocation).run(["cat", f"{data['session_remote']}/state.json"], timeout=20)
-            if done.returncode == 0 and done.stdout.strip():
-                reason = json.loads(done.stdout).get("reason")
-                if reason:
-                    return f"{reason} (SkyPilot cluster {data['cluster']})"
-        except (CakeError, subprocess.TimeoutExpired, ValueError):
-            pass
+        reason = remote_end_reason(lambda argv, timeout: self._head(allocation).run(argv, timeout=timeout), data["session_remote"])
+        if reason:
+            return f"{reason} (SkyPilot cluster {data['cluster']})"
         return f"the SkyPilot cluster {data['cluster']} is gone (autodown after idle, or removed with sky down)"
 
     def logs(self, allocation: Allocation) -> str:

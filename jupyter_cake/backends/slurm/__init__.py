@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes
+from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes, remote_end_reason
 from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
 from jupyter_cake.errors import CakeError
 from jupyter_cake.nanny.nanny import free_ports
@@ -98,7 +98,7 @@ class SlurmChannel(Channel):
 
 class SlurmBackend(Backend):
     name = "slurm"
-    supports_ray = True
+    runs_node_services = True
 
     # -- where the cluster is ------------------------------------------------------------------
     @staticmethod
@@ -262,14 +262,9 @@ class SlurmBackend(Backend):
         if not data.get("job_id"):
             return None
         shell = Shell(data, allocation.session_dir.name)
-        try:
-            recorded = shell.run(["cat", f"{data['session_remote']}/state.json"], timeout=20)
-            if recorded.returncode == 0 and recorded.stdout.strip():
-                reason = json.loads(recorded.stdout).get("reason")
-                if reason and "SIGTERM" not in reason:
-                    return f"{reason} (Slurm job {data['job_id']} released)"
-        except (CakeError, subprocess.TimeoutExpired, ValueError):
-            pass
+        reason = remote_end_reason(lambda argv, timeout: shell.run(argv, timeout=timeout), data["session_remote"])
+        if reason and "SIGTERM" not in reason:
+            return f"{reason} (Slurm job {data['job_id']} released)"
         return f"the Slurm allocation (job {data['job_id']}) ended: cancelled, timed out or its node failed"
 
     def logs(self, allocation: Allocation) -> str:

@@ -18,7 +18,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from jupyter_cake.backends.shipping import PACKAGE
+from jupyter_cake import addons
+from jupyter_cake.addons import NodePlan
 from jupyter_cake.backends.shipping import nanny_archive as shipped_nanny
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target
@@ -53,7 +54,7 @@ class JobSpec:
     idle_minutes: float = 0.0
     workdir: str | None = None
     options: dict[str, str] = field(default_factory=dict)
-    ray_spec: str | None = None  # JSON for the nanny's --ray (jupyter_cake.ray.session.spec)
+    plan: NodePlan = field(default_factory=NodePlan)  # what the target's add-ons (e.g. --ray) add
 
     @property
     def session_dir(self) -> str:
@@ -112,25 +113,13 @@ def job_spec(target: Target, session_id: str, idle_minutes: float) -> JobSpec:
         setup=options.get("setup"),
         idle_minutes=idle_minutes,
         workdir=target.workdir,
-        ray_spec=_ray_spec(target),
+        plan=addons.node_plan(target),
     )
 
 
-def _ray_spec(target: Target) -> str | None:
-    if not target.ray:
-        return None
-    from jupyter_cake.ray.session import spec
-
-    return spec(target)
-
-
 def nanny_archive() -> tuple[str, str]:
-    """The nanny plus Ray's node-side modules (Ray's head/worker start beside the nanny); see shipping."""
-    from jupyter_cake.ray import REMOTE_MODULES
-
-    ray_dir = PACKAGE / "ray"
-    extra = {f"jupyter_cake/ray/{name}": (ray_dir / name).read_bytes() for name in REMOTE_MODULES}
-    return shipped_nanny("shipped to the node by the Slurm backend", extra)
+    """The nanny plus the add-ons' node-side modules (a Ray head starts beside the nanny); see shipping."""
+    return shipped_nanny("shipped to the node by the Slurm backend", addons.node_files())
 
 
 def render(spec: JobSpec, archive: str, archive_hash: str) -> str:
@@ -181,15 +170,14 @@ def render(spec: JobSpec, archive: str, archive_hash: str) -> str:
         "fi",
     ]
     workdir = f"--workdir {q(spec.workdir)} " if spec.workdir else ""
-    from jupyter_cake.ray import slurm as ray_slurm
-
-    lines += ray_slurm.lines(spec)
+    services = "".join(f" {q(arg)}" for arg in spec.plan.nanny_args())  # e.g. the Ray head's spec (JSON)
+    lines += spec.plan.batch.lines
     lines += [
         "# srun: the nanny runs as a job step, bound to the allocation's CPUs and GPUs.",
-        f"exec srun --ntasks=1 --nodes=1 {ray_slurm.srun_placement(spec)}--kill-on-bad-exit=1 \\",
+        f"exec srun --ntasks=1 --nodes=1 {spec.plan.batch.nanny_step}--kill-on-bad-exit=1 \\",
         '  env CAKE_NANNY_ROOT="$NANNY" PYTHONPATH="$NANNY${PYTHONPATH:+:$PYTHONPATH}" \\',
         f'  "$PYTHON" -m jupyter_cake.nanny --session-dir "$SESSION_DIR" --idle-minutes {spec.idle_minutes:g} {workdir}\\',
-        '  --release-command "[\\"scancel\\", \\"$SLURM_JOB_ID\\"]"' + ray_slurm.nanny_args(spec),
+        '  --release-command "[\\"scancel\\", \\"$SLURM_JOB_ID\\"]"' + services,
         "",
     ]
     return "\n".join(lines)
