@@ -6,7 +6,6 @@ session (nanny + another ipykernel) on the local target. Nothing is mocked.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Notebook, environment, nanny_pids, open_notebook, text
+from helpers import Notebook, environment, local_session, nanny_pids, open_notebook, text
 
 __all__ = ["Notebook", "environment", "nanny_pids", "open_notebook", "text"]
 
@@ -31,16 +30,11 @@ def cake_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def notebook() -> Iterator[Notebook]:
     """One notebook kernel with a `local` Cake session, shared by a module's tests (as a user would)."""
-    nb = open_notebook()
-    nb.run("%cake use local --name tests")
-    yield nb
-    with contextlib.suppress(Exception):
-        nb.run("%cake down")
-    nb.close()
+    with local_session("tests") as nb:
+        yield nb
 
 
 @pytest.fixture
 def fresh_notebook() -> Iterator[Notebook]:
-    nb = open_notebook()
-    yield nb
-    nb.close()
+    with open_notebook() as nb:
+        yield nb

@@ -1,4 +1,5 @@
-"""Helpers shared by test modules in every folder: live notebooks through nbclient, process checks.
+"""Helpers shared by test modules in every folder: live notebooks through nbclient, process checks,
+the `cake` command line, and the golden files of generated sbatch scripts.
 
 (Kept out of conftest.py so that test folders with a conftest.py of their own can import them.)
 """
@@ -8,15 +9,21 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +92,17 @@ class Notebook:
             self.run(source, timeout)
         return str(info.value)
 
+    def fails_with(self, source: str, *fragments: str, within: float | None = None) -> str:
+        """Execute a cell that must fail (in less than `within` seconds, when given) with every fragment
+        in its error text; return that text for further checks."""
+        t0 = time.time()
+        error = self.fails(source)
+        if within is not None:
+            assert time.time() - t0 < within
+        for fragment in fragments:
+            assert fragment in error, f"{fragment!r} not in: {error[-800:]}"
+        return error
+
     @property
     def kernel_pid(self) -> int:
         return int(self.client.km.provisioner.process.pid)
@@ -94,6 +112,12 @@ class Notebook:
 
     def close(self) -> None:
         self.stack.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # the kernel goes, whether the test passed or not
 
 
 def text(cell: Any, name: str = "stdout") -> str:
@@ -108,3 +132,64 @@ def open_notebook(cwd: Path | None = None) -> Notebook:
     notebook.stack.enter_context(client.setup_kernel())
     notebook.run("%load_ext jupyter_cake")
     return notebook
+
+
+@contextlib.contextmanager
+def local_session(name: str, **env: str) -> Iterator[Notebook]:
+    """A notebook kernel (started with `env` set, which it and its sessions inherit) with a `local` Cake
+    session called `name`, as a module's tests share it; after them the session goes down and the kernel with it."""
+    with environment(**env):
+        nb = open_notebook()
+    with nb:
+        try:
+            nb.run(f"%cake use local --name {name}")
+            yield nb
+        finally:
+            with contextlib.suppress(Exception):  # a test may have taken the session down already
+                nb.run("%cake down")
+
+
+def cake_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `cake` command line, as a user types it next to the notebook (it shares the test store). Not checked:
+    tests look at its exit status too."""
+    argv = [sys.executable, "-m", "jupyter_cake.cli", *args]
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+
+
+def assert_behaves_like_local(nb: Notebook, interrupt_slack: float) -> None:
+    """What a remote session must do as a local one does, after a cell there imported `time`: inline plots,
+    a plain error, the stop button (within `interrupt_slack` s of the click), and --push/--pull of 20 MB."""
+    cell = nb.run("%%cake\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+
+    error = nb.fails("%%cake\n{}['missing']")
+    assert "KeyError" in error and "missing" in error
+
+    timer = threading.Timer(1.5, nb.interrupt)
+    timer.start()
+    t0 = time.time()
+    assert "KeyboardInterrupt" in nb.fails("%%cake\ntime.sleep(60)")
+    assert time.time() - t0 - 1.5 < interrupt_slack
+
+    nb.run("import numpy as np\nblob = np.arange(2_500_000, dtype=np.float64)")  # 20 MB each way
+    nb.run("%%cake --push blob --pull doubled\ndoubled = blob * 2")
+    assert text(nb.run("print(bool((doubled == blob * 2).all()))")) == "True\n"
+
+
+def sbatch_script(spec_text: str, **named: object) -> str:
+    """The sbatch script Cake writes for a target line, or (given `named`) for the named target `t` with those
+    fields; session id, idle timeout, nanny archive and its digest are fixed so that the script is too."""
+    # Imported here: every test folder imports this module, most of them never render a script.
+    from jupyter_cake.backends.slurm.script import job_spec, render
+    from jupyter_cake.targets import parse_target
+
+    target = parse_target(spec_text, {"t": named} if named else None)
+    return render(job_spec(target, "s-0123abcd", 30.0), "QVJDSElWRQ==", "feedbeef0000")
+
+
+def assert_matches_golden(generated: str, golden: Path) -> None:
+    """`generated` is exactly the golden file; with UPDATE_GOLDEN=1 in the environment it first becomes it."""
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(generated)
+    assert generated == golden.read_text()

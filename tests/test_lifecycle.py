@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from helpers import Notebook, nanny_pids, open_notebook, text
+from helpers import Notebook, cake_cli, nanny_pids, open_notebook, text
 
 from jupyter_cake.store import Store
 
 
-def _cake(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jupyter_cake.cli", *args], capture_output=True, text=True, timeout=60)
-
-
 def test_detach_restart_local_kernel_then_attach_replays_everything() -> None:
-    first = open_notebook()
-    try:
+    with open_notebook() as first:  # then the notebook kernel goes away, as on a restart
         first.run("%cake use local --name restart-test")
         cell = first.run(
             "%%cake --detach\n"
@@ -33,11 +26,8 @@ def test_detach_restart_local_kernel_then_attach_replays_everything() -> None:
         )
         run_id = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
         time.sleep(0.6)  # part of the output is produced while nobody is attached
-    finally:
-        first.close()  # the notebook kernel goes away, as on a restart
 
-    second = open_notebook()
-    try:
+    with open_notebook() as second:
         cell = second.run("%cake use local --name restart-test")
         assert "re-attached" in text(cell)
         cell = second.run(f"%cake attach {run_id}")
@@ -45,13 +35,11 @@ def test_detach_restart_local_kernel_then_attach_replays_everything() -> None:
         assert [o.data["text/plain"] for o in cell.outputs if o.output_type == "execute_result"] == ["'finished'"]
         cell = second.run("%%cake\nprint(model_state)")
         assert text(cell) == "{'epochs': 6}\n"
-        logs = _cake("logs", run_id)
+        logs = cake_cli("logs", run_id)
         assert logs.returncode == 0 and "line 5" in logs.stdout
-        runs = _cake("runs")
+        runs = cake_cli("runs")
         assert re.search(rf"{run_id}\s+\S+\s+ok", runs.stdout), runs.stdout
         second.run("%cake down")
-    finally:
-        second.close()
 
 
 def test_idle_session_stops_itself_and_frees_its_allocation(fresh_notebook: Notebook, cake_data_dir: Path) -> None:
@@ -66,7 +54,7 @@ def test_idle_session_stops_itself_and_frees_its_allocation(fresh_notebook: Note
     while pid in nanny_pids(cake_data_dir) and time.time() < deadline:
         time.sleep(0.2)
     assert pid not in nanny_pids(cake_data_dir), "the idle nanny is still running"
-    status = _cake("status", "--all")
+    status = cake_cli("status", "--all")
     line = next(ln for ln in status.stdout.splitlines() if ln.startswith(row.id))
     assert "stopped" in line and "idle for 0.05 minutes" in line
     error = fresh_notebook.fails("%%cake\nx")
@@ -78,38 +66,23 @@ def test_bad_input_gives_one_clear_error_and_leaves_nothing_running(fresh_notebo
     live_before = len(Store().sessions(live_only=True))
     nb = fresh_notebook
 
-    error = nb.fails("%%cake\nprint('hi')")
-    assert "No Cake session yet" in error and "%cake use local" in error
-
-    error = nb.fails("%cake use slrum/hpc/gpu")
-    assert "slrum" in error and "slurm" in error
-
-    error = nb.fails("%cake use local --gpus H100:x")
-    assert "H100:x" in error
-
-    error = nb.fails("%cake use aws/us-east-1 --gpus A100:1")  # this machine has no SkyPilot (tests/sky has)
-    assert "goes through SkyPilot, which is not installed here" in error and "CAKE_SKY_PYTHON" in error
+    nb.fails_with("%%cake\nprint('hi')", "No Cake session yet", "%cake use local")
+    nb.fails_with("%cake use slrum/hpc/gpu", "slrum", "slurm")
+    nb.fails_with("%cake use local --gpus H100:x", "H100:x")
+    # This machine has no SkyPilot (tests/sky has).
+    nb.fails_with("%cake use aws/us-east-1 --gpus A100:1", "goes through SkyPilot, which is not installed here", "CAKE_SKY_PYTHON")
 
     nb.run("%cake use local --name bad-input --new")
-    error = nb.fails("%%cake --pull nope\nx = 1")
-    assert "nope" in error and "not defined in the remote session" in error
+    nb.fails_with("%%cake --pull nope\nx = 1", "nope", "not defined in the remote session")
 
     nb.run("import threading\nlock = threading.Lock()")
-    error = nb.fails("%%cake --push lock\nprint('RAN' + 'X')")
-    assert "'lock'" in error and "cannot be pickled" in error
+    error = nb.fails_with("%%cake --push lock\nprint('RAN' + 'X')", "'lock'", "cannot be pickled")
     assert "RANX" not in error  # the cell never ran
 
-    error = nb.fails("%%cake --push missing_name\npass")
-    assert "missing_name" in error and "not defined in this notebook" in error
-
-    error = nb.fails("%%cake --cpus 4\npass")
-    assert "--cpus 4" in error and "--target" in error
-
-    error = nb.fails("%cake frobnicate")
-    assert "Unknown command" in error
-
-    error = nb.fails("%%cake --timeout 1\nimport time\ntime.sleep(30)")
-    assert "RunTimeout" in error and "--timeout 1" in error
+    nb.fails_with("%%cake --push missing_name\npass", "missing_name", "not defined in this notebook")
+    nb.fails_with("%%cake --cpus 4\npass", "--cpus 4", "--target")
+    nb.fails_with("%cake frobnicate", "Unknown command")
+    nb.fails_with("%%cake --timeout 1\nimport time\ntime.sleep(30)", "RunTimeout", "--timeout 1")
     cell = nb.run("%%cake\nprint('usable after timeout')")
     assert text(cell) == "usable after timeout\n"
 
@@ -126,23 +99,23 @@ def test_cli_status_runs_logs_down(fresh_notebook: Notebook) -> None:
     fresh_notebook.run("%cake use local --name cli-test --new")
     cell = fresh_notebook.run("%%cake\nprint('from the cli test')")
     assert text(cell) == "from the cli test\n"
-    status = _cake("status")
+    status = cake_cli("status")
     assert status.returncode == 0 and "cli-test" in status.stdout and "running" in status.stdout
-    runs = _cake("runs")
+    runs = cake_cli("runs")
     run_id = next(ln.split()[0] for ln in runs.stdout.splitlines() if "print('from the cli test')" in ln)
-    assert _cake("logs", run_id).stdout == "from the cli test\n"
+    assert cake_cli("logs", run_id).stdout == "from the cli test\n"
     cell = fresh_notebook.run(
         "%%cake --detach\nimport time\nfor i in range(4):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.3)\n1/0"
     )
     detached = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
-    follow = _cake("logs", "-f", detached)  # follows the live run to its end
+    follow = cake_cli("logs", "-f", detached)  # follows the live run to its end
     assert follow.stdout.startswith("tick 0\ntick 1\ntick 2\ntick 3\n") and "ZeroDivisionError" in follow.stdout
     assert follow.returncode == 1  # the run failed
-    bad = _cake("logs", "r-doesnotexist")
+    bad = cake_cli("logs", "r-doesnotexist")
     assert bad.returncode == 2 and "No run matches" in bad.stderr
-    down = _cake("down", "cli-test")
+    down = cake_cli("down", "cli-test")
     assert down.returncode == 0 and "is down" in down.stdout
-    assert "cli-test" not in _cake("status").stdout
+    assert "cli-test" not in cake_cli("status").stdout
     error = fresh_notebook.fails("%%cake\nprint(1)")
     assert "has stopped: stopped by the user (cake down)" in error and "%cake use local" in error
 
@@ -189,11 +162,11 @@ def test_another_process_looking_at_a_busy_session_leaves_it_alone(fresh_noteboo
     cell = nb.run("%%cake --detach\nimport time\ntime.sleep(6)\nprint('finished')")
     run_id = re.search(r"run (r-[0-9a-f]+) detached", text(cell)).group(1)
     t0 = time.time()
-    status = _cake("status")
+    status = cake_cli("status")
     assert time.time() - t0 < 5
     line = next(ln for ln in status.stdout.splitlines() if "longcell" in ln)
     assert "running" in line and "busy" in line  # the autostop column says the kernel is busy
-    runs = _cake("runs")
+    runs = cake_cli("runs")
     assert re.search(rf"{run_id}\s+\S+\s+running", runs.stdout)
     assert text(nb.run(f"%cake attach {run_id}")) == "finished\n"
     nb.run("%cake down")

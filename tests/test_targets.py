@@ -7,6 +7,7 @@ import json
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -40,6 +41,13 @@ NASTY_VALUES = [
 
 def roundtrip(t: Target) -> Target:
     return parse_target(t.canonical())
+
+
+def refusal(call: Callable[..., object], *args: object) -> str:
+    """The message of the TargetError that ``call(*args)`` must raise."""
+    with pytest.raises(TargetError) as err:
+        call(*args)
+    return str(err.value)
 
 
 # ---------------------------------------------------------------- infra
@@ -91,18 +99,11 @@ def test_default_infra_is_local() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expect"),
-    [
-        ("slrum", "'slurm'"),
-        ("slrum/hpc/gpu", "'slurm/hpc/gpu'"),
-        ("kubernets", "'kubernetes'"),
-        ("awz/us-east-1", "'aws/us-east-1'"),
-    ],
+    ("text", "expect"),  # typo -> the suggestion
+    {"slrum": "'slurm'", "slrum/hpc/gpu": "'slurm/hpc/gpu'", "kubernets": "'kubernetes'", "awz/us-east-1": "'aws/us-east-1'"}.items(),
 )
 def test_unknown_infra_suggests_closest(text: str, expect: str) -> None:
-    with pytest.raises(TargetError) as err:
-        parse_infra(text)
-    msg = str(err.value)
+    msg = refusal(parse_infra, text)
     assert repr(text) in msg and f"Did you mean {expect}?" in msg
     assert "slurm/<cluster>" in msg and "coreweave" in msg  # lists the accepted forms
 
@@ -163,9 +164,7 @@ def test_parse_gpus(text: str, expected: Gpus) -> None:
     ],
 )
 def test_malformed_gpus(text: str, why: str) -> None:
-    with pytest.raises(TargetError) as err:
-        parse_gpus(text)
-    msg = str(err.value)
+    msg = refusal(parse_gpus, text)
     assert repr(text) in msg and why in msg and "A100:2" in msg  # bad value + the fix
 
 
@@ -182,9 +181,7 @@ def test_parse_quantity(text: str, value: float, or_more: bool, shown: str) -> N
 @pytest.mark.parametrize("text", ["abc", "-1", "0", "0+", "", "+", "8++", "inf", "nan", "1e999", "32GB"])
 @pytest.mark.parametrize("what", ["cpus", "memory"])
 def test_malformed_quantity(text: str, what: str) -> None:
-    with pytest.raises(TargetError) as err:
-        parse_quantity(text, what)
-    msg = str(err.value)
+    msg = refusal(parse_quantity, text, what)
     assert f"--{what}" in msg and repr(text) in msg and "Use a positive number" in msg
     if what == "memory":
         assert "GB" in msg
@@ -239,9 +236,7 @@ def test_equals_form_and_token_list_match_string_form() -> None:
     ],
 )
 def test_malformed_lines(line: str, fragments: list[str]) -> None:
-    with pytest.raises(TargetError) as err:
-        parse_target(line)
-    msg = str(err.value)
+    msg = refusal(parse_target, line)
     for fragment in fragments:
         assert fragment in msg
     assert "Traceback" not in msg and "\n" not in msg
@@ -375,9 +370,7 @@ def test_named_target_shadows_infra(tmp_path: pathlib.Path, monkeypatch: pytest.
 
 def test_unknown_name_suggests_named_target(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_config(tmp_path, monkeypatch, GPU_BOX)
-    with pytest.raises(TargetError) as err:
-        resolve_target("gpu-bx")
-    msg = str(err.value)
+    msg = refusal(resolve_target, "gpu-bx")
     assert "Did you mean 'gpu-box'?" in msg and "named targets: aws, cpu, gpu-box" in msg
 
 
@@ -385,9 +378,7 @@ def test_invalid_named_target_names_target_and_file(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_config(tmp_path, monkeypatch, '[targets.bad]\ninfra = "slurm/hpc"\ngpus = "A100:0"\n\n[targets.ok]\n')
-    with pytest.raises(TargetError) as err:
-        resolve_target("bad")
-    msg = str(err.value)
+    msg = refusal(resolve_target, "bad")
     assert "'bad'" in msg and str(path) in msg and "'A100:0'" in msg and "A100:2" in msg
     assert resolve_target("ok") == Target("local", name="ok")  # one broken entry blocks nothing else
     with pytest.raises(TargetError, match="Named target 'x'.*env"):
@@ -396,9 +387,7 @@ def test_invalid_named_target_names_target_and_file(
 
 def test_bad_toml_names_file_and_line(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_config(tmp_path, monkeypatch, '[targets.a]\ninfra = "local"\ngpus = A100\n')
-    with pytest.raises(TargetError) as err:
-        load_named_targets()
-    msg = str(err.value)
+    msg = refusal(load_named_targets)
     assert str(path) in msg and "line 3" in msg and "toml.io" in msg
     with pytest.raises(TargetError, match="line 3"):
         resolve_target("a")

@@ -139,35 +139,16 @@ MaxSessions 100
 MaxStartups 100
 SetEnv SLURM_CONF=$SLURM_CONF
 CONF
-cat > "$S/ssh_config" <<CONF
-Host cake-login
-  HostName 127.0.0.1
-  Port $SSH_PORT
-  User root
-  IdentityFile $S/id_ed25519
-  IdentitiesOnly yes
-  StrictHostKeyChecking no
-  UserKnownHostsFile /dev/null
-  LogLevel ERROR
-Host cake-unreachable
-  HostName 127.0.0.1
-  Port 1
-  User root
-  IdentityFile $S/id_ed25519
-  IdentitiesOnly yes
-  StrictHostKeyChecking no
-  UserKnownHostsFile /dev/null
-  LogLevel ERROR
-Host cake-badkey
-  HostName 127.0.0.1
-  Port $SSH_PORT
-  User root
-  IdentityFile $S/host_key
-  IdentitiesOnly yes
-  StrictHostKeyChecking no
-  UserKnownHostsFile /dev/null
-  LogLevel ERROR
-CONF
+# Host aliases: the login node; a port where nothing listens; the login node with a key it refuses.
+ssh_host() {  # alias port identity-file
+  printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n  User root\n  IdentityFile %s\n' "$1" "$2" "$3"
+  printf '  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n'
+}
+{
+  ssh_host cake-login "$SSH_PORT" "$S/id_ed25519"
+  ssh_host cake-unreachable 1 "$S/id_ed25519"
+  ssh_host cake-badkey "$SSH_PORT" "$S/host_key"
+} > "$S/ssh_config"
 /usr/sbin/sshd -t -f "$S/sshd_config"
 if ! alive "$S/sshd.pid"; then log "starting sshd on 127.0.0.1:$SSH_PORT"; /usr/sbin/sshd -f "$S/sshd_config" -E "$R/log/sshd.log"; fi
 for _ in $(seq 50); do

@@ -3,24 +3,18 @@ widget repr; and no header at all unless asked for, so batch runs keep exactly t
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Iterator
 
 import pytest
-from helpers import Notebook, environment, open_notebook, text
+from helpers import Notebook, local_session, text
 
 
 @pytest.fixture(scope="module")
 def forced() -> Iterator[Notebook]:
     """A notebook kernel started with CAKE_RUN_WIDGET=on (as if an interactive frontend sent the cells)."""
-    with environment(CAKE_RUN_WIDGET="on"):
-        nb = open_notebook()
-    nb.run("%cake use local --name widget-tests")
-    yield nb
-    with contextlib.suppress(Exception):
-        nb.run("%cake down")
-    nb.close()
+    with local_session("widget-tests", CAKE_RUN_WIDGET="on") as nb:
+        yield nb
 
 
 def _headers(cell: object) -> list[dict]:

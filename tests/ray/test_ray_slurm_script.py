@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -16,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
+from helpers import assert_matches_golden, sbatch_script
+from jupyter_cake.backends.slurm.script import nanny_archive
 from jupyter_cake.ray import REMOTE_MODULES, versions, worker
-from jupyter_cake.targets import parse_target
 
 GOLDEN = Path(__file__).parent / "golden"
 CLIENT = {"host": "laptop", "python": "3.11.7", "ray": "2.60.0"}  # fixed: goldens don't depend on this machine
@@ -30,11 +29,6 @@ def _client_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(versions, "local_versions", lambda: dict(CLIENT))
 
 
-def _script(spec_text: str, **named: object) -> str:
-    target = parse_target(spec_text, {"t": named} if named else None)
-    return render(job_spec(target, "s-0123abcd", 30.0), "QVJDSElWRQ==", "feedbeef0000")
-
-
 @pytest.mark.parametrize(
     ("name", "spec", "named"),
     [
@@ -44,12 +38,8 @@ def _script(spec_text: str, **named: object) -> str:
     ],
 )  # fmt: skip
 def test_ray_scripts_match_golden_files(name: str, spec: str, named: dict[str, object]) -> None:
-    script = _script(spec, **named)
-    golden = GOLDEN / f"{name}.sbatch"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(script)
-    assert script == golden.read_text()
+    script = sbatch_script(spec, **named)
+    assert_matches_golden(script, GOLDEN / f"{name}.sbatch")
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
@@ -68,7 +58,7 @@ def _nanny_argv(script: str) -> list[str]:
 
 
 def test_single_node_runs_ray_on_loopback_without_workers() -> None:
-    script = _script("slurm/hpc --ray")
+    script = sbatch_script("slurm/hpc --ray")
     argv = _nanny_argv(script)
     ray = _ray_spec(argv)
     assert ray["mode"] == "loopback" and ray["nodes"] == 1 and ray["check"] is True
@@ -76,7 +66,7 @@ def test_single_node_runs_ray_on_loopback_without_workers() -> None:
 
 
 def test_multi_node_starts_one_worker_per_other_node_and_pins_the_nanny_to_the_head() -> None:
-    script = _script("slurm/hpc --nodes 3 --ray --option ray_check=off")
+    script = sbatch_script("slurm/hpc --nodes 3 --ray --option ray_check=off")
     workers = next(line for line in script.splitlines() if line.startswith("srun "))
     assert "--nodes=2 --ntasks=2 --ntasks-per-node=1" in workers and '--exclude="$HEAD_NODE"' in workers
     assert script.index("jupyter_cake.ray.worker") < script.index("exec srun")  # workers first, in the background

@@ -30,34 +30,19 @@ def slurm(cake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     bare = tmp_path_factory.mktemp("bare-venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     python = sys.executable
-    config = f"""
-[targets.hpc]
-infra = "slurm/cake-login/debug"
-python = "{python}"
-ssh_config = "{SSH_CONFIG}"
-
-[targets.hpc-local]
-infra = "slurm/cakecluster/debug"
-python = "{python}"
-
-[targets.hpc-unreachable]
-infra = "slurm/cake-unreachable"
-ssh_config = "{SSH_CONFIG}"
-
-[targets.hpc-badkey]
-infra = "slurm/cake-badkey"
-ssh_config = "{SSH_CONFIG}"
-
-[targets.hpc-nopython]
-infra = "slurm/cake-login/debug"
-python = "/nonexistent/python3"
-ssh_config = "{SSH_CONFIG}"
-
-[targets.hpc-noipykernel]
-infra = "slurm/cake-login/debug"
-python = "{bare / 'bin' / 'python'}"
-ssh_config = "{SSH_CONFIG}"
-"""
+    ssh = {"ssh_config": str(SSH_CONFIG)}  # through the login node's sshd
+    targets: dict[str, dict[str, str]] = {
+        "hpc": {"infra": "slurm/cake-login/debug", "python": python, **ssh},
+        "hpc-local": {"infra": "slurm/cakecluster/debug", "python": python},
+        "hpc-unreachable": {"infra": "slurm/cake-unreachable", **ssh},
+        "hpc-badkey": {"infra": "slurm/cake-badkey", **ssh},
+        "hpc-nopython": {"infra": "slurm/cake-login/debug", "python": "/nonexistent/python3", **ssh},
+        "hpc-noipykernel": {"infra": "slurm/cake-login/debug", "python": str(bare / "bin" / "python"), **ssh},
+    }
+    config = "".join(
+        f"\n[targets.{name}]\n" + "".join(f'{key} = "{value}"\n' for key, value in fields.items())
+        for name, fields in targets.items()
+    )
     Path(os.environ["CAKE_CONFIG"]).write_text(config)
     before = squeue_jobs()
     yield SLURM_ROOT

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from helpers import assert_matches_golden, sbatch_script
 from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import parse_target
@@ -15,11 +15,6 @@ from jupyter_cake.targets import parse_target
 GOLDEN = Path(__file__).parent / "golden"
 EVIL = ["; touch {marker}", "$(touch {marker})", "`touch {marker}`", "'; touch {marker}; '", '"$(touch {marker})"',
         "line1\ntouch {marker}\n", "\\'$HOME\\\"", "-- --partition=other"]  # fmt: skip
-
-
-def _script(spec_text: str, **named: object) -> str:
-    target = parse_target(spec_text, {"t": named} if named else None)
-    return render(job_spec(target, "s-0123abcd", 30.0), "QVJDSElWRQ==", "feedbeef0000")
 
 
 @pytest.mark.parametrize(
@@ -33,11 +28,7 @@ def _script(spec_text: str, **named: object) -> str:
     ],
 )  # fmt: skip
 def test_generated_scripts_match_golden_files(name: str, spec: str, named: dict[str, object]) -> None:
-    script = _script(spec, **named)
-    golden = GOLDEN / f"{name}.sbatch"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(script)
-    assert script == golden.read_text()
+    assert_matches_golden(sbatch_script(spec, **named), GOLDEN / f"{name}.sbatch")
 
 
 @pytest.mark.parametrize("evil", EVIL)
@@ -61,22 +52,22 @@ def test_env_values_reach_the_job_verbatim_and_run_nothing(tmp_path: Path, evil:
 def test_directive_values_with_shell_characters_are_refused(field: str, evil: str) -> None:
     named = {"infra": "slurm/hpc", field: evil}
     with pytest.raises(CakeError, match=field):
-        _script("t", **named)
+        sbatch_script("t", **named)
 
 
 def test_partition_in_the_infra_string_is_checked_too() -> None:
     with pytest.raises(CakeError, match="partition"):
-        _script("slurm/hpc/gpu$(id)")
+        sbatch_script("slurm/hpc/gpu$(id)")
 
 
 @pytest.mark.parametrize("option", ["--comment=ok\n#SBATCH --partition=evil", "no-dash", "--x\r--y"])
 def test_free_form_sbatch_options_must_be_single_lines(option: str) -> None:
     with pytest.raises(CakeError, match="sbatch option"):
-        _script("t", infra="slurm/hpc", sbatch=[option])
+        sbatch_script("t", infra="slurm/hpc", sbatch=[option])
 
 
 def test_session_names_never_reach_the_script() -> None:
-    script = _script("t", infra="slurm/hpc")
+    script = sbatch_script("t", infra="slurm/hpc")
     assert "--job-name=cake-s-0123abcd" in script  # the job is named by the session id only
 
 
