@@ -86,17 +86,13 @@ class Addon(Protocol):
     def ready(self, handle: Any, progress: Progress) -> None: ...
 
 
-def available_addons() -> list[str]:
-    return entrypoints.names(ENTRY_POINT_GROUP)
-
-
 @cache
 def get_addon(name: str) -> Addon:
     found = entrypoints.find(ENTRY_POINT_GROUP, name)
     if found is None:
         raise CakeError(
             f"--{name} needs Cake's {name!r} add-on, which this installation does not register (installed add-ons: "
-            f"{', '.join(available_addons()) or 'none'}). Reinstall with `pip install -U jupyter-cake`, or drop --{name}."
+            f"{', '.join(entrypoints.names(ENTRY_POINT_GROUP)) or 'none'}). Reinstall with `pip install -U jupyter-cake`, or drop --{name}."
         )
     addon: Addon = found.load()()
     return addon
@@ -122,6 +118,6 @@ def node_files() -> dict[str, bytes]:
     """The node-side files of every installed add-on (archive path -> bytes): one nanny archive serves
     every session of a Cake version, whichever add-ons it turns on."""
     files: dict[str, bytes] = {}
-    for name in available_addons():
+    for name in entrypoints.names(ENTRY_POINT_GROUP):
         files.update(get_addon(name).node_files())
     return files

@@ -172,12 +172,7 @@ class Store:
 
     # -- sessions -----------------------------------------------------------------------------------
     def add_session(self, row: SessionRow) -> None:
-        cols = _columns(SessionRow)
-        with self._write() as conn:
-            conn.execute(
-                f"INSERT INTO sessions({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
-                [getattr(row, c) for c in cols],
-            )
+        self._insert("sessions", row)
 
     def update_session(self, session_id: str, **changes: Any) -> None:
         changes["updated"] = time.time()
@@ -206,12 +201,7 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------------
     def add_run(self, row: RunRow) -> None:
-        cols = _columns(RunRow)
-        with self._write() as conn:
-            conn.execute(
-                f"INSERT INTO runs({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
-                [getattr(row, c) for c in cols],
-            )
+        self._insert("runs", row)
 
     def update_run(self, run_id: str, **changes: Any) -> None:
         self._update("runs", run_id, changes, _columns(RunRow))
@@ -234,6 +224,12 @@ class Store:
             params.extend(states)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return self._rows(RunRow, f"SELECT * FROM runs {where} ORDER BY created DESC LIMIT ? OFFSET ?", [*params, limit, offset])
+
+    def _insert(self, table: str, row: SessionRow | RunRow) -> None:
+        cols = _columns(type(row))
+        with self._write() as conn:
+            conn.execute(f"INSERT INTO {table}({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
+                         [getattr(row, c) for c in cols])  # fmt: skip
 
     def _rows(self, row_type: type[RowT], sql: str, params: Sequence[Any] = ()) -> list[RowT]:
         return [row_type(**dict(r)) for r in self._conn().execute(sql, params)]
