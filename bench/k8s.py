@@ -11,29 +11,25 @@ markdown table (median and p90 over repetitions) to stdout; progress and errors 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import Cleanup, Result, StampWriter, fmt_seconds, fmt_value, log_exception, percentile, short_error  # noqa: E402
+from harness import MARK_CELL, BenchBase, BenchTimeout, RemotePlan, fmt_seconds, isolated_tmp, log_exception  # noqa: E402
+from harness import end_plain_report, parse_args, percentile, plain_rows, print_report, short_error  # noqa: E402
+from harness import tmp_remover  # noqa: E402
 from harness import stderr_log as log  # noqa: E402
-from run import BenchTimeout, env_line, environment, run_guarded  # noqa: E402
-from systems import Cake  # noqa: E402
+from run import env_line, environment, run_guarded  # noqa: E402
+from systems import Cake, cake_shell  # noqa: E402
 
 K8S_RUN = Path(os.environ.get("CAKE_K8S_RUN", "/tmp/cake-k8s"))
 KUBECONFIG = K8S_RUN / "kubeconfig"
-MARK_CELL = 'import time as _t; print(f"@@T{_t.time()!r}@@", flush=True)'
 BLOCK = 20  # warm cells per block; blocks alternate between the systems so drift hits both alike
 
 
@@ -41,10 +37,7 @@ XFER_BYTES = 100_000_000
 
 
 @dataclass
-class Plan:
-    cold_n: int
-    rtt_n: int
-    rtt_warmup: int
+class Plan(RemotePlan):
     xfer_n: int
 
 
@@ -52,30 +45,17 @@ FULL = Plan(cold_n=5, rtt_n=200, rtt_warmup=20, xfer_n=5)
 QUICK = Plan(cold_n=2, rtt_n=60, rtt_warmup=10, xfer_n=2)
 
 
-class K8sBench:
+class K8sBench(BenchBase):
     def __init__(self, plan: Plan, image: str, namespace: str) -> None:
+        super().__init__()
         self.plan = plan
         self.namespace = namespace
         self.target = f"k8s --image {image} --option kubeconfig={KUBECONFIG} --option namespace={namespace}"
-        self.cleanup = Cleanup(log)
-        self.stamp = StampWriter()
-        self.results: dict[tuple[str, str], Result] = {}
-        self.errors: list[str] = []
-        self.ip: Any = None
         self.cake: Cake | None = None
         self.use_split: list[float] = []
 
-    def result(self, key: str, bench: str, system: str) -> Result:
-        r = self.results.get((key, system))
-        if r is None:
-            r = self.results[(key, system)] = Result(key, bench, system)
-        return r
-
     def run(self) -> None:
-        from IPython.testing.globalipapp import start_ipython
-
-        self.ip = start_ipython()
-        self.ip.run_line_magic("load_ext", "jupyter_cake")
+        self.ip = cake_shell()
         self.cake = Cake(self.ip)
         self.cleanup.push("%cake down --all", lambda: self.ip.run_line_magic("cake", "down --all"))
         self.bench_cold()
@@ -115,16 +95,7 @@ class K8sBench:
             self.ip.run_line_magic("cake", f"use {line} --new --timeout 120")
             for _ in range(self.plan.rtt_warmup):
                 self.cake.cell("pass")
-        done = 0
-        while done < self.plan.rtt_n:
-            for label, line in systems.items():
-                self.ip.run_line_magic("cake", f"use {line}")
-                r = self.result("rtt", bench, label)
-                for _ in range(BLOCK):
-                    t0 = time.perf_counter()
-                    self.cake.cell("pass")
-                    r.samples.append(time.perf_counter() - t0)
-            done += BLOCK
+        self.cake.rtt_blocks(systems, lambda label: self.result("rtt", bench, label).samples, self.plan.rtt_n, BLOCK)
         for line in systems.values():
             self.ip.run_line_magic("cake", f"use {line}")
             self.ip.run_line_magic("cake", "down")
@@ -150,9 +121,7 @@ class K8sBench:
             self.ip.run_line_magic("cake", "down")
 
     def table(self) -> str:
-        rows = ["| benchmark | system | n | median | p90 |", "|---|---|---|---|---|"]
-        for r in self.results.values():
-            rows.append(f"| {r.bench} | {r.system} | {len(r.samples)} | {fmt_value(r, 'median')} | {fmt_value(r, 'p90')} |")
+        rows = plain_rows(self.results.values())
         local, pod = self.results.get(("rtt", "local")), self.results.get(("rtt", "k8s Pod"))
         if local and pod and local.samples and pod.samples:
             # A difference of p90s is not the p90 of the overhead: only the medians are compared.
@@ -162,13 +131,9 @@ class K8sBench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw samples here")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir")
-    parser.add_argument("--image", default="localhost/cake-python:test", help="session image (present on the node)")
-    parser.add_argument("--max-minutes", type=float, default=10.0, help="abort (and clean up) after this long")
-    args = parser.parse_args(argv)
+    image = {"default": "localhost/cake-python:test", "help": "session image (present on the node)"}
+    args = parse_args(argv, __doc__, quick="fewer repetitions (about a minute)", max_minutes=10.0,
+                      extra=[("--image", image)])  # fmt: skip
     if not KUBECONFIG.exists():
         print(f"bench/k8s.py: no local Kubernetes ({KUBECONFIG} missing): run `sudo tests/infra/k8s-up.sh`", file=sys.stderr)
         return 2
@@ -180,34 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.time() + 30  # Pods can only be created once the namespace's default account exists
     while not core.list_namespaced_service_account(namespace).items and time.time() < deadline:
         time.sleep(0.1)
-    tmp = Path(tempfile.mkdtemp(prefix="cake-bench-k8s-"))
-    os.environ["CAKE_DATA_DIR"] = str(tmp)
+    tmp = isolated_tmp("cake-bench-k8s-", [("CAKE_DATA_DIR", ".")])
     os.environ["CAKE_CONFIG"] = str(tmp / "targets.toml")
-    os.environ.pop("JPY_SESSION_NAME", None)
     line = env_line(environment())
     log(line)
     bench = K8sBench(QUICK if args.quick else FULL, args.image, namespace)
 
-    def finish() -> None:
-        core.delete_namespace(namespace)
-        if not args.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    took, aborted = run_guarded(bench, args.max_minutes, finish)
-    print()
-    print(f"**jupyter_cake on Kubernetes** ({'quick' if args.quick else 'full'} run, {took:.0f} s)  ")
-    print(f"Environment: {line} | Kubernetes v1.20.2 single node on loopback")
-    print()
-    print(bench.table())
+    took, aborted = run_guarded(bench, args.max_minutes, tmp_remover(tmp, args.keep_data, lambda: core.delete_namespace(namespace)))
+    print_report("jupyter_cake on Kubernetes", args.quick, took, f"{line} | Kubernetes v1.20.2 single node on loopback",
+                 bench.table())  # fmt: skip
+    notes = []
     if bench.use_split:
-        print(f"\n- Of the cold start, `%cake use` alone took {fmt_seconds(percentile(bench.use_split, 50))} (median).")
-    for error in bench.errors:
-        print(f"- error: {error}")
-    if aborted:
-        print(f"- aborted: {aborted}")
-    if args.json:
-        args.json.write_text(json.dumps([r.to_json() for r in bench.results.values()], indent=1))
-    return 1 if aborted or bench.errors else 0
+        notes.append(f"\n- Of the cold start, `%cake use` alone took {fmt_seconds(percentile(bench.use_split, 50))} (median).")
+    return end_plain_report(bench, notes, aborted, args.json)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,11 @@ Progress and errors go to stderr, the markdown table to stdout.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +35,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from harness import Cleanup, Result, StampWriter, fmt_seconds, log_exception, stderr_log as log  # noqa: E402
+from harness import Cleanup, Result, StampWriter, fmt_seconds, isolated_tmp, log_exception, parse_args  # noqa: E402
+from harness import print_notes, print_report, tmp_remover, write_json  # noqa: E402
+from harness import stderr_log as log  # noqa: E402
 from run import env_line, environment, run_guarded  # noqa: E402
 
 # This file is bench/ray.py: with bench/ on sys.path, `import ray` would find it instead of Ray.
@@ -271,40 +270,20 @@ class RayBench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one start, fewer round trips and jobs")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw samples here")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary CAKE_DATA_DIR")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="abort (and clean up) after this long")
-    args = parser.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="cake-bench-ray-"))
-    (tmp / "cake").mkdir()
-    os.environ["CAKE_DATA_DIR"] = str(tmp / "cake")
-    os.environ.pop("JPY_SESSION_NAME", None)
+    args = parse_args(argv, __doc__, quick="one start, fewer round trips and jobs",
+                      keep_data="keep the temporary CAKE_DATA_DIR")  # fmt: skip
+    tmp = isolated_tmp("cake-bench-ray-", [("CAKE_DATA_DIR", "cake")])
     env = environment()
     log(env_line(env))
     bench = RayBench(QUICK if args.quick else FULL, tmp)
 
-    def finish() -> None:
-        if not args.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    took, aborted = run_guarded(bench, args.max_minutes, finish)
+    took, aborted = run_guarded(bench, args.max_minutes, tmp_remover(tmp, args.keep_data))
     table = bench.table()
-    print()
-    print(f"**jupyter_cake Ray benchmark** ({'quick' if args.quick else 'full'} run, {took:.0f} s)  ")
-    print(f"Environment: {env_line(env)}")
-    print()
-    print(table)
-    for err in bench.errors:
-        print(f"- error: {err}")
-    if aborted:
-        print(f"- run aborted: {aborted}")
+    print_report("jupyter_cake Ray benchmark", args.quick, took, env_line(env), table)
+    print_notes([], bench.errors, aborted, blank=False)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"env": env, "seconds": took, "aborted": aborted, "errors": bench.errors,
-                                         "results": [r.to_json() for r in bench.results.values()], "table": table},
-                                        indent=2))  # fmt: skip
+        write_json(args.json, {"env": env, "seconds": took, "aborted": aborted, "errors": bench.errors,
+                               "results": [r.to_json() for r in bench.results.values()], "table": table})  # fmt: skip
     return 1 if (bench.errors or aborted) else 0
 
 

@@ -9,16 +9,12 @@ errors go to stderr. See bench/README.md for what each row measures and how to r
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,17 +25,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from harness import (  # noqa: E402
-    Cleanup,
-    Result,
-    StampWriter,
-    fmt_value,
-    log_exception,
-    quiesce,
-    remote_stamp,
-    short_error,
-    stderr_log as log,
-)
+from harness import VERDICT_HEADER, BenchBase, BenchTimeout, Result, isolated_tmp, log_exception  # noqa: E402
+from harness import parse_args, print_notes, print_report, quiesce, remote_stamp, short_error  # noqa: E402
+from harness import json_record, tmp_remover, verdict_row, write_json  # noqa: E402
+from harness import stderr_log as log  # noqa: E402
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -67,10 +56,6 @@ QUICK = Plan(rtt_n=60, rtt_warmup=10, lat_unflushed_n=8, lat_flushed_n=15,
 # side notes when the text arrives (same machine, so the same clock).
 UNFLUSHED = 'import time as _t; _t0 = _t.time(); print(f"@@T{{_t0!r}}@@"); _t.sleep({sleep})'
 FLUSHED = 'import time as _t; _t0 = _t.time(); print(f"@@T{{_t0!r}}@@", flush=True); _t.sleep({sleep})'
-
-
-class BenchTimeout(Exception):
-    pass
 
 
 # -- environment --------------------------------------------------------------------------------------
@@ -167,39 +152,18 @@ def zmq_loopback(array: Any, reps: int) -> list[float]:
 # -- the benchmark --------------------------------------------------------------------------------------
 
 
-class Bench:
+class Bench(BenchBase):
     def __init__(self, plan: Plan, quick: bool, cake_data_dir: Path | None = None) -> None:
+        super().__init__()
         self.plan = plan
         self.cake_data_dir = cake_data_dir
         self.quick = quick
-        self.cleanup = Cleanup(log)
-        self.results: dict[tuple[str, str], Result] = {}
-        self.errors: list[str] = []
-        self.ip: Any = None
-        self.stamp = StampWriter()
-
-    # bookkeeping
-    def result(self, key: str, bench: str, system: str, nbytes: int | None = None) -> Result:
-        r = self.results.get((key, system))
-        if r is None:
-            r = self.results[(key, system)] = Result(key, bench, system, nbytes=nbytes)
-        return r
-
-    def fail(self, r: Result, what: str, exc: BaseException) -> None:
-        if isinstance(exc, (KeyboardInterrupt, BenchTimeout, SystemExit)):
-            raise exc
-        r.error = short_error(exc)
-        self.errors.append(f"{what}: {r.error}")
-        log_exception(log, what, exc)
 
     # setup --------------------------------------------------------------------------------------------
     def start_shell(self) -> None:
-        from IPython.testing.globalipapp import start_ipython
+        from systems import Cake, cake_shell
 
-        self.ip = start_ipython()
-        self.ip.run_line_magic("load_ext", "jupyter_cake")
-        from systems import Cake
-
+        self.ip = cake_shell()
         self.cake = Cake(self.ip, self.cake_data_dir)
         # Whatever happens, no session may outlive the benchmark.
         self.cleanup.push("%cake down --all", self.cake.down_all)
@@ -408,7 +372,9 @@ class Bench:
             except Exception as exc:  # noqa: BLE001 - only housekeeping
                 log(f"could not free remote arrays: {short_error(exc)}")
             ns.pop("arr", None)
-            del src
+            # Drop this size's array before the next one is made. Not `del`: the closures above read
+            # `src`, and a `del` of a name they capture reads to linters as a use after delete.
+            src = None
             gc.collect()
 
     # 4. cold start -----------------------------------------------------------------------------------
@@ -454,17 +420,12 @@ class Bench:
             ("jupyter_client `start_new_kernel()` + first execute", plain_cold),
             ("ipyparallel `Cluster(n=1).start_and_connect_sync()` + first `%%px`", px_cold),
         ]
-        broken: set[str] = set()
         for _ in range(n):
-            for name, fn in systems:
-                if name in broken:
-                    continue
-                r = self.result("cold", label, name)
+            for name, fn, r in self.working("cold", label, systems):
                 try:
                     r.samples.append(fn())
                 except BaseException as exc:
                     self.fail(r, f"cold start {name}", exc)
-                    broken.add(name)
                 quiesce(3.0)  # let the previous system's processes exit before the next start
 
     # driver --------------------------------------------------------------------------------------------
@@ -516,8 +477,7 @@ class Bench:
 
     # report --------------------------------------------------------------------------------------------
     def table(self) -> str:
-        rows = ["| Benchmark | System | n | Median | p90 | Goal / anchor | Verdict (median) |",
-                "|---|---|---:|---:|---:|---|---|"]  # fmt: skip
+        rows = list(VERDICT_HEADER)
         by_key: dict[str, list[Result]] = {}
         for r in self.results.values():
             by_key.setdefault(r.key, []).append(r)
@@ -537,16 +497,7 @@ class Bench:
             first = True
             for r in group:
                 goal, verdict = self.goal(key, r, find)
-                med = fmt_value(r, "median")
-                p90 = fmt_value(r, "p90")
-                if r.error:
-                    verdict = f"ERROR: {r.error}" + (f" (after {len(r.samples)} samples)" if r.samples else "")
-                elif r.note and not verdict:
-                    verdict = r.note
-                elif r.note:
-                    verdict = f"{verdict}; {r.note}"
-                rows.append(f"| {r.bench if first else ''} | {r.system} | {len(r.samples)} | {med} | {p90} | "
-                            f"{goal} | {verdict} |")  # fmt: skip
+                rows.append(verdict_row(r, first, goal, verdict))
                 first = False
         return "\n".join(rows)
 
@@ -628,66 +579,34 @@ def run_guarded(bench: Any, max_minutes: float, finish: Callable[[], None]) -> t
             finish()
     return time.perf_counter() - started, aborted
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no 1 GB transfers")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw samples and summary here")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary CAKE_DATA_DIR (for debugging)")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="abort (and clean up) after this long")
-    args = parser.parse_args(argv)
+    args = parse_args(argv, __doc__, quick="fewer repetitions, no 1 GB transfers",
+                      json_help="also write raw samples and summary here",
+                      keep_data="keep the temporary CAKE_DATA_DIR (for debugging)")  # fmt: skip
     plan = QUICK if args.quick else FULL
 
     # Everything the systems write goes to a fresh temp dir: the user's Cake store, IPython profile
     # (ipyparallel's connection files and logs) and Jupyter runtime dir are never touched.
-    tmp = Path(tempfile.mkdtemp(prefix="cake-bench-"))
-    for var, sub in (("CAKE_DATA_DIR", "cake"), ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime")):
-        (tmp / sub).mkdir()
-        os.environ[var] = str(tmp / sub)
-    os.environ.pop("JPY_SESSION_NAME", None)
+    tmp = isolated_tmp("cake-bench-")
 
     env = environment()
     log(env_line(env))
     log(f"mode: {'quick' if args.quick else 'full'}; temp dir {tmp}")
     bench = Bench(plan, args.quick, tmp / "cake")
 
-    def finish() -> None:
-        if not args.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    took, aborted = run_guarded(bench, args.max_minutes, finish)
+    took, aborted = run_guarded(bench, args.max_minutes, tmp_remover(tmp, args.keep_data))
 
     table = bench.table()
-    print()
-    print(f"**jupyter_cake benchmark** ({'quick' if args.quick else 'full'} run, {took:.0f} s)  ")
-    print(f"Environment: {env_line(env)}")
-    print()
-    print(table)
+    print_report("jupyter_cake benchmark", args.quick, took, env_line(env), table)
     notes = []
     leaks = getattr(getattr(bench, "cake", None), "leaked_after_down", 0)
     if leaks:
         notes.append(f"- jupyter_cake: `%cake down` left the nanny + kernel running {leaks} "
                      "time(s); the benchmark stopped them itself (untimed). See bench/README.md.")  # fmt: skip
-    if notes or bench.errors or aborted:
-        print()
-        for note in notes:
-            print(note)
-        for err in bench.errors:
-            print(f"- error: {err}")
-        if aborted:
-            print(f"- run aborted: {aborted}")
+    print_notes(notes, bench.errors, aborted)
     if args.json:
-        data = {
-            "env": env,
-            "mode": "quick" if args.quick else "full",
-            "seconds": took,
-            "aborted": aborted,
-            "errors": bench.errors,
-            "cake_down_leaks": leaks,
-            "results": [r.to_json() for r in bench.results.values()],
-            "table": table,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2))
+        write_json(args.json, json_record(bench, env, args.quick, took, aborted, table, cake_down_leaks=leaks))
         log(f"wrote {args.json}")
     return 1 if (bench.errors or aborted) else 0
 

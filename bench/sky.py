@@ -22,13 +22,10 @@ Order (each SkyPilot launch is ~35 s on this machine, so the counts are small):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +35,18 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from harness import Cleanup, Result, StampWriter, fmt_seconds, fmt_value, log_exception, percentile, short_error  # noqa: E402
+from harness import MARK_CELL, BenchBase, BenchTimeout, RemotePlan, fmt_seconds, isolated_tmp, log_exception  # noqa: E402
+from harness import end_plain_report, parse_args, percentile, plain_rows, print_report, short_error  # noqa: E402
+from harness import tmp_remover  # noqa: E402
 from harness import stderr_log as log  # noqa: E402
-from run import BenchTimeout, env_line, environment, run_guarded  # noqa: E402
-from systems import Cake  # noqa: E402
+from run import env_line, environment, run_guarded  # noqa: E402
+from systems import Cake, cake_shell  # noqa: E402
 
 SLURM_ROOT = Path(os.environ.get("CAKE_SLURM_ROOT", "/tmp/cake-slurm"))
 SKY = SLURM_ROOT / "sky"
 SKY_PYTHON = SKY / "python"
 NODE_PYTHON = SKY / "node-python" / "bin" / "python"
 TARGET = f"slurm/cakecluster/debug --via sky --cpus 1 --memory 2 --gpus T4:1 --option python={NODE_PYTHON}"
-MARK_CELL = 'import time as _t; print(f"@@T{_t.time()!r}@@", flush=True)'
 BLOCK = 20
 GOAL_RATIO = 1000.0
 
@@ -74,10 +72,7 @@ print(json.dumps(out))
 
 
 @dataclass
-class Plan:
-    cold_n: int
-    rtt_n: int
-    rtt_warmup: int
+class Plan(RemotePlan):
     exec_n: int
 
 
@@ -89,29 +84,16 @@ def sky_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     return subprocess.run([str(SKY / "sky"), *args], capture_output=True, text=True, timeout=timeout)
 
 
-class SkyBench:
+class SkyBench(BenchBase):
     def __init__(self, plan: Plan) -> None:
+        super().__init__()
         self.plan = plan
-        self.cleanup = Cleanup(log)
-        self.stamp = StampWriter()
-        self.results: dict[tuple[str, str], Result] = {}
-        self.errors: list[str] = []
-        self.ip: Any = None
         self.cake: Cake | None = None
         self.use_split: list[float] = []
         self.launch_split: list[float] = []
 
-    def result(self, key: str, bench: str, system: str) -> Result:
-        r = self.results.get((key, system))
-        if r is None:
-            r = self.results[(key, system)] = Result(key, bench, system)
-        return r
-
     def run(self) -> None:
-        from IPython.testing.globalipapp import start_ipython
-
-        self.ip = start_ipython()
-        self.ip.run_line_magic("load_ext", "jupyter_cake")
+        self.ip = cake_shell()
         self.cake = Cake(self.ip)
         # Pushed first, so it runs last: the API server this benchmark started goes when it is done.
         self.cleanup.push("sky api stop", lambda: sky_cli("api", "stop", timeout=120))
@@ -177,16 +159,7 @@ class SkyBench:
             self.ip.run_line_magic("cake", f"use {line}")
             for _ in range(self.plan.rtt_warmup):
                 self.cake.cell("pass")
-        done = 0
-        while done < self.plan.rtt_n:
-            for label, line in systems.items():
-                self.ip.run_line_magic("cake", f"use {line}")
-                r = self.result("rtt", bench, label)
-                for _ in range(BLOCK):
-                    t0 = time.perf_counter()
-                    self.cake.cell("pass")
-                    r.samples.append(time.perf_counter() - t0)
-            done += BLOCK
+        self.cake.rtt_blocks(systems, lambda label: self.result("rtt", bench, label).samples, self.plan.rtt_n, BLOCK)
         self.ip.run_line_magic("cake", f"use {systems['local']}")
         self.ip.run_line_magic("cake", "down")
         self.ip.run_line_magic("cake", f"use {systems['SkyPilot-launched session']}")
@@ -225,9 +198,7 @@ class SkyBench:
                      lambda: self.ip.run_line_magic("cake", "down"))  # fmt: skip
 
     def table(self) -> str:
-        rows = ["| benchmark | system | n | median | p90 |", "|---|---|---|---|---|"]
-        for r in self.results.values():
-            rows.append(f"| {r.bench} | {r.system} | {len(r.samples)} | {fmt_value(r, 'median')} | {fmt_value(r, 'p90')} |")
+        rows = plain_rows(self.results.values())
         warm, local = self.results.get(("rtt", "SkyPilot-launched session")), self.results.get(("rtt", "local"))
         execs = self.results.get(("exec", "sky exec (SDK)"))
         if warm and local and warm.samples and local.samples:
@@ -242,45 +213,27 @@ class SkyBench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one launch, fewer repetitions (about 3 minutes)")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw samples here")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="abort (and clean up) after this long")
-    args = parser.parse_args(argv)
+    args = parse_args(argv, __doc__, quick="one launch, fewer repetitions (about 3 minutes)")
     if not SKY_PYTHON.exists():
         print(f"bench/sky.py: no test SkyPilot ({SKY_PYTHON} missing): run tests/infra/sky-venv.sh and "
               "sudo tests/infra/sky-up.sh (after tests/infra/slurm-up.sh)", file=sys.stderr)  # fmt: skip
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="cake-bench-sky-"))
-    os.environ.update(CAKE_DATA_DIR=str(tmp), CAKE_CONFIG=str(tmp / "targets.toml"), CAKE_SKY_PYTHON=str(SKY_PYTHON),
+    tmp = isolated_tmp("cake-bench-sky-", [("CAKE_DATA_DIR", ".")])
+    os.environ.update(CAKE_CONFIG=str(tmp / "targets.toml"), CAKE_SKY_PYTHON=str(SKY_PYTHON),
                       SLURM_CONF=os.environ.get("SLURM_CONF", str(SLURM_ROOT / "etc" / "slurm.conf")))  # fmt: skip
-    os.environ.pop("JPY_SESSION_NAME", None)
     line = env_line(environment())
     log(line)
     bench = SkyBench(QUICK if args.quick else FULL)
 
-    def finish() -> None:
-        if not args.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    took, aborted = run_guarded(bench, args.max_minutes, finish)
-    print()
-    print(f"**jupyter_cake through SkyPilot** ({'quick' if args.quick else 'full'} run, {took:.0f} s)  ")
-    print(f"Environment: {line} | SkyPilot 0.14.1 (own venv, local API server) | Slurm 22.05 single node on loopback")
-    print()
-    print(bench.table())
+    took, aborted = run_guarded(bench, args.max_minutes, tmp_remover(tmp, args.keep_data))
+    print_report("jupyter_cake through SkyPilot", args.quick, took,
+                 f"{line} | SkyPilot 0.14.1 (own venv, local API server) | Slurm 22.05 single node on loopback",
+                 bench.table())  # fmt: skip
+    notes = []
     if bench.use_split:
-        print(f"\n- Of the cold start, `%cake use` took {fmt_seconds(percentile(bench.use_split, 50))} (median), of which "
-              f"SkyPilot's launch request {fmt_seconds(percentile(bench.launch_split, 50))}.")  # fmt: skip
-    for error in bench.errors:
-        print(f"- error: {error}")
-    if aborted:
-        print(f"- aborted: {aborted}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([r.to_json() for r in bench.results.values()], indent=1))
-    return 1 if aborted or bench.errors else 0
+        notes.append(f"\n- Of the cold start, `%cake use` took {fmt_seconds(percentile(bench.use_split, 50))} (median), "
+                     f"of which SkyPilot's launch request {fmt_seconds(percentile(bench.launch_split, 50))}.")  # fmt: skip
+    return end_plain_report(bench, notes, aborted, args.json)
 
 
 if __name__ == "__main__":

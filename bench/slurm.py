@@ -11,15 +11,12 @@ over repetitions, goal, verdict) to stdout; progress and errors go to stderr. Se
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,20 +27,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from harness import (  # noqa: E402
-    Cleanup,
-    Result,
-    StampWriter,
-    fmt_seconds,
-    fmt_value,
-    log_exception,
-    percentile,
-    quiesce,
-    short_error,
-    stderr_log as log,
-)
-from run import RTT_BLOCK, BenchTimeout, env_line, environment, run_guarded  # noqa: E402
-from systems import Cake, Px  # noqa: E402
+from harness import MARK_CELL, VERDICT_HEADER, BenchBase, BenchTimeout, RemotePlan, Result, fmt_seconds  # noqa: E402
+from harness import isolated_tmp, parse_args, percentile, print_notes, print_report, quiesce  # noqa: E402
+from harness import json_record, short_error, tmp_remover, verdict_row, write_json  # noqa: E402
+from harness import stderr_log as log  # noqa: E402
+from run import RTT_BLOCK, env_line, environment, run_guarded  # noqa: E402
+from systems import Cake, Px, cake_shell  # noqa: E402
 
 SLURM_ROOT = Path("/tmp/cake-slurm")
 SSH_CONFIG = SLURM_ROOT / "ssh" / "ssh_config"
@@ -55,14 +44,10 @@ REMOTE_SESSIONS = Path.home() / ".cache" / "jupyter-cake" / "sessions"  # Cake's
 
 COLD_GOAL_S = 2.0
 RTT_GOAL_S = 0.001  # Slurm within 1 ms of the local target
-MARK_CELL = 'import time as _t; print(f"@@T{_t.time()!r}@@", flush=True)'
 
 
 @dataclass
-class Plan:
-    cold_n: int  # cold starts per system
-    rtt_n: int  # timed warm round trips per system and phase
-    rtt_warmup: int
+class Plan(RemotePlan):
     queue_wait_s: float  # longest wait for foreign jobs to finish before a timed rep
 
 
@@ -222,21 +207,17 @@ class Warm:
         self.restarts_left = 1
 
 
-class SlurmBench:
+class SlurmBench(BenchBase):
     def __init__(self, plan: Plan, tmp: Path, partition: str, keep_data: bool = False) -> None:
+        super().__init__()
         self.plan = plan
         self.tmp = tmp
         self.partition = partition
         self.keep_data = keep_data
         self.cake_data_dir = tmp / "cake"
-        self.cleanup = Cleanup(log)
-        self.results: dict[tuple[str, str], Result] = {}
-        self.errors: list[str] = []
         self.retries: list[str] = []  # failed attempts that were tried again (not errors in the table)
         self.redone = 0  # cold reps discarded because a foreign job arrived during them
-        self.stamp = StampWriter()
         self.queue = Queue(self.cake_data_dir, tag=f"cake-bench-{os.getpid()}")
-        self.ip: Any = None
         self.cake: Cake | None = None
         self.slow_release: list[str] = []  # `%cake down` returned while the job was still queued
         self.session_ids: set[str] = set()
@@ -245,26 +226,9 @@ class SlurmBench:
         self.warm_foreign: set[str] = set()  # foreign job ids seen between warm blocks
         self.local_by_phase: dict[str, list[float]] = {}  # the local session's samples, per warm phase
 
-    # bookkeeping
-    def result(self, key: str, bench: str, system: str) -> Result:
-        r = self.results.get((key, system))
-        if r is None:
-            r = self.results[(key, system)] = Result(key, bench, system)
-        return r
-
-    def fail(self, r: Result, what: str, exc: BaseException) -> None:
-        if isinstance(exc, (KeyboardInterrupt, BenchTimeout, SystemExit)):
-            raise exc
-        r.error = short_error(exc)
-        self.errors.append(f"{what}: {r.error}")
-        log_exception(log, what, exc)
-
     # setup ------------------------------------------------------------------------------------------
     def start_shell(self) -> None:
-        from IPython.testing.globalipapp import start_ipython
-
-        self.ip = start_ipython()
-        self.ip.run_line_magic("load_ext", "jupyter_cake")
+        self.ip = cake_shell()
         self.cake = Cake(self.ip, self.cake_data_dir)
         # Whatever happens: no session, job or remote session directory of ours outlives the run.
         self.cleanup.push("remote session directories", self.remove_remote_dirs)
@@ -446,12 +410,8 @@ class SlurmBench:
             (SUBMITIT, self.cold_submitit),
             (SRUN, self.cold_srun),
         ]
-        broken: set[str] = set()
         for rep in range(n):
-            for name, fn in systems:
-                if name in broken:
-                    continue
-                r = self.result("cold", COLD, name)
+            for name, fn, r in self.working("cold", COLD, systems):
                 try:
                     self.last_use = None
                     sample, disturbed = self.cold_rep(f"cold {rep + 1}/{n} {short_name(name)}", fn)
@@ -462,7 +422,6 @@ class SlurmBench:
                         self.queue.busy_reps[name] = self.queue.busy_reps.get(name, 0) + 1
                 except BaseException as exc:
                     self.fail(r, f"cold start {name}", exc)
-                    broken.add(name)
             log(f"cold rep {rep + 1}/{n}: " + ", ".join(
                 f"{short_name(name)} {fmt_seconds(self.result('cold', COLD, name).samples[-1])}"
                 for name, _ in systems if self.result("cold", COLD, name).samples))  # fmt: skip
@@ -640,8 +599,7 @@ class SlurmBench:
         return "", ""
 
     def table(self) -> str:
-        rows = ["| Benchmark | System | n | Median | p90 | Goal / anchor | Verdict (median) |",
-                "|---|---|---:|---:|---:|---|---|"]  # fmt: skip
+        rows = list(VERDICT_HEADER)
         order = {
             "cold": [CAKE_HPC, CAKE_HPC_LOCAL, PX_COLD, SUBMITIT, SRUN],
             "rtt": [RTT_HPC, RTT_HPC_LOCAL, RTT_LOCAL, RTT_PX],
@@ -656,12 +614,7 @@ class SlurmBench:
                 busy = self.queue.busy_reps.get(system, 0)
                 if busy:
                     r.note = f"{busy} rep(s) ran with foreign jobs queued"
-                if r.error:
-                    verdict = f"ERROR: {r.error}" + (f" (after {len(r.samples)} samples)" if r.samples else "")
-                elif r.note:
-                    verdict = f"{verdict}; {r.note}" if verdict else r.note
-                rows.append(f"| {r.bench if first else ''} | {r.system} | {len(r.samples)} | {fmt_value(r, 'median')} "
-                            f"| {fmt_value(r, 'p90')} | {goal} | {verdict} |")  # fmt: skip
+                rows.append(verdict_row(r, first, goal, verdict))
                 first = False
         return "\n".join(rows)
 
@@ -723,14 +676,10 @@ def extra_env() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw samples and summary here")
-    parser.add_argument("--keep-data", action="store_true",
-                        help="keep the temporary data dir and Cake's remote session dirs (for debugging)")  # fmt: skip
-    parser.add_argument("--partition", default="debug", help="Slurm partition (default: debug)")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="abort (and clean up) after this long")
-    args = parser.parse_args(argv)
+    args = parse_args(argv, __doc__, quick="fewer repetitions (about a minute)",
+                      json_help="also write raw samples and summary here",
+                      keep_data="keep the temporary data dir and Cake's remote session dirs (for debugging)",
+                      extra=[("--partition", {"default": "debug", "help": "Slurm partition (default: debug)"})])  # fmt: skip
     plan = QUICK if args.quick else FULL
 
     problem = slurm_env()
@@ -740,13 +689,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Everything the systems write locally goes to a fresh temp dir: the Cake store and targets file,
     # IPython profile (ipyparallel's connection files, logs, batch scripts), Jupyter runtime dir.
-    tmp = Path(tempfile.mkdtemp(prefix="cake-bench-slurm-"))
-    for var, sub in (("CAKE_DATA_DIR", "cake"), ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime")):
-        (tmp / sub).mkdir()
-        os.environ[var] = str(tmp / sub)
+    tmp = isolated_tmp("cake-bench-slurm-")
     os.environ["CAKE_CONFIG"] = str(tmp / "targets.toml")
     write_targets(tmp / "targets.toml", args.partition)
-    os.environ.pop("JPY_SESSION_NAME", None)
     # ipyparallel writes its batch script (slurm_engine.sbatch) into the current directory.
     json_out = args.json.resolve() if args.json else None
     old_cwd = os.getcwd()
@@ -760,19 +705,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"mode: {'quick' if args.quick else 'full'}; temp dir {tmp}")
     bench = SlurmBench(plan, tmp, args.partition, keep_data=args.keep_data)
 
-    def finish() -> None:
-        os.chdir(old_cwd)
-        if not args.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    took, aborted = run_guarded(bench, args.max_minutes, finish)
+    took, aborted = run_guarded(bench, args.max_minutes, tmp_remover(tmp, args.keep_data, lambda: os.chdir(old_cwd)))
 
     table = bench.table()
-    print()
-    print(f"**jupyter_cake on Slurm** ({'quick' if args.quick else 'full'} run, {took:.0f} s)  ")
-    print(f"Environment: {line}")
-    print()
-    print(table)
+    print_report("jupyter_cake on Slurm", args.quick, took, line, table)
     notes = []
     if bench.queue.foreign_waits:
         total = sum(w for _, w, _ in bench.queue.foreign_waits)
@@ -794,33 +730,13 @@ def main(argv: list[str] | None = None) -> int:
     leaks = bench.cake.leaked_after_down if bench.cake is not None else 0
     if leaks:
         notes.append(f"- jupyter_cake: `%cake down` left a local nanny running {leaks} time(s); stopped by the benchmark.")
-    if notes or bench.errors or aborted:
-        print()
-        for note in notes:
-            print(note)
-        for err in bench.errors:
-            print(f"- error: {err}")
-        if aborted:
-            print(f"- run aborted: {aborted}")
+    print_notes(notes, bench.errors, aborted)
     if json_out:
-        data = {
-            "env": env,
-            "mode": "quick" if args.quick else "full",
-            "seconds": took,
-            "aborted": aborted,
-            "errors": bench.errors,
-            "foreign_waits": bench.queue.foreign_waits,
-            "slow_release": bench.slow_release,
-            "retries": bench.retries,
-            "redone": bench.redone,
-            "warm_foreign_jobs": sorted(bench.warm_foreign),
-            "local_by_phase_s": bench.local_by_phase,
-            "cake_use_s": bench.use_split,
-            "results": [r.to_json() for r in bench.results.values()],
-            "table": table,
-        }
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(data, indent=2))
+        data = json_record(bench, env, args.quick, took, aborted, table,
+                           foreign_waits=bench.queue.foreign_waits, slow_release=bench.slow_release,
+                           retries=bench.retries, redone=bench.redone, warm_foreign_jobs=sorted(bench.warm_foreign),
+                           local_by_phase_s=bench.local_by_phase, cake_use_s=bench.use_split)  # fmt: skip
+        write_json(json_out, data)
         log(f"wrote {json_out}")
     return 1 if (bench.errors or aborted) else 0
 

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,15 @@ def stop_process_group(pid: int, grace_s: float = 5.0) -> bool:
     return True
 
 
+def cake_shell() -> Any:
+    """The (test) IPython shell every benchmark drives, with jupyter_cake's magics loaded."""
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "jupyter_cake")
+    return ip
+
+
 class Cake:
     def __init__(self, ip: Any, data_dir: Path | None = None) -> None:
         self.ip = ip
@@ -76,6 +85,22 @@ class Cake:
 
     def cell(self, code: str, line: str = "") -> Any:
         return self.ip.run_cell_magic("cake", line, code)
+
+    def rtt_blocks(self, lines: Mapping[str, str], samples: Callable[[str], list[float]], n: int, block: int) -> None:
+        """Timed `%%cake pass` round trips, ``block`` in a row per session and the sessions taking turns
+        (`%cake use LINE` between blocks, untimed), so machine drift hits all alike; until each has had
+        ``n``. ``lines`` maps a row's label to its session's `%cake use` line; ``samples(label)`` is the
+        list the label's seconds go to."""
+        done = 0
+        while done < n:
+            for label, line in lines.items():
+                self.ip.run_line_magic("cake", f"use {line}")
+                out = samples(label)
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    self.cell("pass")
+                    out.append(time.perf_counter() - t0)
+            done += block
 
     def down(self) -> None:
         """`%cake down` for the current session, then make sure its nanny really stopped.
