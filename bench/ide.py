@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # helpers, which ide_util uses
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "ide"))
 from harness import percentile  # noqa: E402
 from ide_util import WsKernel, jupyter_server  # noqa: E402  (the tests' websocket client: one implementation)
@@ -78,7 +79,7 @@ def main() -> int:
     try:
         from jupyter_client.manager import start_new_kernel
 
-        from jupyter_cake.ide_bridge import kernelspecs
+        from ide_bridge import kernelspecs
 
         kernelspecs.install(["local"], name=KERNEL)
 

@@ -113,7 +113,7 @@ def _split_flags(
 
 
 def _kernel_command(args: argparse.Namespace) -> int:
-    from jupyter_cake.ide_bridge import kernelspecs
+    from ide_bridge import kernelspecs
     from jupyter_cake.views import table
 
     if args.kernel_command == "install":

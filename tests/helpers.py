@@ -193,3 +193,13 @@ def assert_matches_golden(generated: str, golden: Path) -> None:
         golden.parent.mkdir(exist_ok=True)
         golden.write_text(generated)
     assert generated == golden.read_text()
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """Stop a server a test started: SIGTERM, then SIGKILL after ``grace`` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

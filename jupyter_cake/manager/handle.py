@@ -1,7 +1,7 @@
 """A connected session, usable from synchronous code: liveness, runs, interrupt, restart.
 
 The Handle belongs to a ``Cake`` (jupyter_cake.manager), which it knows only as an ``Owner``: the store
-it records runs in and the one call that settles a session that has ended.
+it records runs in, the call that settles a session that has ended, and stopping it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ LIVENESS_TIMEOUT_S = 3.0
 
 
 class Owner(Protocol):
+    """What a Handle (and whoever holds one, e.g. the IDE proxy) may ask of the Cake it belongs to."""
+
     store: Store
 
     def gone(self, row: SessionRow) -> SessionGone: ...
+
+    def down(self, row: SessionRow, reason: str = ...) -> None: ...
 
 
 @dataclass

@@ -27,6 +27,9 @@ class CakeState:
     def gone(self, row: SessionRow) -> SessionGone:  # ending.py
         raise NotImplementedError
 
+    def down(self, row: SessionRow, reason: str = "stopped by the user (cake down)") -> None:  # ending.py
+        raise NotImplementedError
+
     @staticmethod
     def _allocation(row: SessionRow) -> Allocation:
         return Allocation(row.backend, Path(row.session_dir), row.allocation_data)

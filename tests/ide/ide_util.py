@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from helpers import stop_process
+
 PYTHON = sys.executable
 
 
@@ -141,11 +143,7 @@ def jupyter_server(env: dict[str, str], root: Path, extension: bool | None = Non
                 time.sleep(0.2)
         yield base, token, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 15)
         log.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def test_install_list_remove(ide_env: dict[str, str], tmp_path: Path) -> None:
     spec = KernelSpecManager().get_kernel_spec("cake-local-a100-1")
     assert spec.display_name == "Python 3 (Cake: local · A100:1 · 4 CPU)"  # target and GPUs, in every picker
     assert spec.interrupt_mode == "message" and spec.language == "python"
-    assert spec.argv == [sys.executable, "-m", "jupyter_cake.ide_bridge.kernel", "-f", "{connection_file}",
+    assert spec.argv == [sys.executable, "-m", "ide_bridge.kernel", "-f", "{connection_file}",
                          "--target", "local --gpus A100:1 --cpus 4", "--name", "cake-local-a100-1",
                          "--on-shutdown", "down"]  # fmt: skip
     assert Path(spec.resource_dir, "logo-64x64.png").exists()
@@ -66,3 +67,46 @@ def test_bad_input_is_explained(ide_env: dict[str, str]) -> None:
         result = cake("kernel", *args, env=ide_env)
         assert result.returncode == 2 and expected in result.stderr, (args, result.stderr)
     assert KernelSpecManager().get_kernel_spec("python3")  # untouched
+
+
+def test_kernelspecs_of_earlier_versions_still_work_and_reinstalling_migrates(ide_env: dict[str, str], tmp_path: Path) -> None:
+    """Before ide_bridge was a top-level package, kernelspecs ran `-m jupyter_cake.ide_bridge.kernel`.
+    Users' IDEs still hold those: they must stay Cake kernels, still start, and move on when reinstalled."""
+    data = tmp_path / "data"  # a kernels dir of this test's own
+    env = dict(ide_env, JUPYTER_DATA_DIR=str(data), JUPYTER_PATH=str(data))
+    old_argv = [sys.executable, "-m", "jupyter_cake.ide_bridge.kernel", "-f", "{connection_file}",
+                "--target", "local --cpus 2", "--name", "old-cake", "--on-shutdown", "keep"]  # fmt: skip
+    spec_dir = data / "kernels" / "old-cake"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": old_argv, "display_name": "Python 3 (Cake: local · 2 CPU)", "language": "python",
+        "interrupt_mode": "message",
+        "metadata": {"debugger": False, "cake": {"target": "local --cpus 2", "on_shutdown": "keep"}},
+    }))  # fmt: skip
+
+    # (a) still a Cake kernelspec
+    listing = cake("kernel", "list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert "old-cake" in rows and "local --cpus 2" in rows["old-cake"] and "keep" in rows["old-cake"]
+
+    # (b) the old entry still starts the proxy, ide_bridge.kernel's own main (a missing connection file
+    # is its first check: it got the arguments, and no session is started for it)
+    old_entry = [sys.executable, "-m", "jupyter_cake.ide_bridge.kernel"]
+    helped = subprocess.run([*old_entry, "--help"], check=False, capture_output=True, text=True, timeout=60, env=env)
+    assert helped.returncode == 0 and "usage: python -m ide_bridge.kernel" in helped.stdout, helped.stderr
+    started = subprocess.run([*old_entry, "-f", str(tmp_path / "missing.json"), "--target", "local"], check=False,
+                             capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert started.returncode == 2, started.stderr
+    assert "[cake] cannot start the kernel: Cannot read the connection file" in started.stderr
+    # Importing the old path loads nothing of the bridge: only running it does.
+    probe = "import sys, jupyter_cake.ide_bridge.kernel; print(sorted(m for m in sys.modules if m.startswith('ide_bridge')))"
+    imported = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=60, env=env)
+    assert imported.returncode == 0 and imported.stdout.strip() == "[]", imported.stderr
+
+    # Installing it again under its name writes the current argv over the old one.
+    again = cake("kernel", "install", "local", "--cpus", "2", "--name", "old-cake", "--on-shutdown", "keep", env=env)
+    assert again.returncode == 0, again.stderr
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    assert spec["argv"] == [sys.executable, "-m", "ide_bridge.kernel", *old_argv[3:]]
+    assert [line.split()[0] for line in cake("kernel", "list", env=env).stdout.splitlines()[1:]] == ["old-cake"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from lsp_client import LspClient
 
-from jupyter_cake.ide_bridge.lsp import COMMANDS, find_cells
+from ide_bridge.lsp import COMMANDS, find_cells
 from jupyter_cake.store import Store
 
 SOURCE = """import os

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 LABEXTENSION = ROOT / "jupyter_cake" / "labextension"
 CHROMIUM = os.environ.get("CAKE_CHROMIUM", "/usr/bin/chromium")
@@ -113,9 +115,4 @@ def lab_server(tmp: Path, extension_enabled: bool = True) -> Iterator[Lab]:
             time.sleep(0.2)
         yield lab
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)

@@ -1,13 +1,17 @@
 """Install, list and remove Cake kernelspecs (``cake kernel install / list / remove``).
 
 A Cake kernelspec is an ordinary Jupyter kernelspec whose argv starts the proxy in
-``jupyter_cake.ide_bridge.kernel`` with the target line and a session name baked in::
+``ide_bridge.kernel`` with the target line and a session name baked in::
 
     cake kernel install slurm/hpc/gpu --gpus A100:1 --name hpc-a100
 
 Every frontend that lists kernelspecs (VS Code, PyCharm, JupyterLab, nbclient, jupyter console) then
 offers "Python 3 (Cake: slurm/hpc/gpu · A100:1)" and needs nothing else. The target line is kept as the
 user typed it (a named target stays a name), so edits to ``targets.toml`` apply at the next launch.
+
+Kernelspecs written by earlier versions start ``jupyter_cake.ide_bridge.kernel`` (a shim for this
+package's proxy). They are still Cake kernelspecs here (listed, removable), and installing one again
+under its name rewrites it with the current argv.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target, resolve_target
 
-PROXY_MODULE = "jupyter_cake.ide_bridge.kernel"
+PROXY_MODULE = "ide_bridge.kernel"
+# The proxy's module in kernelspecs written before ide_bridge became a top-level package.
+LEGACY_PROXY_MODULES = ("jupyter_cake.ide_bridge.kernel",)
 ON_SHUTDOWN = ("down", "keep")
 # jupyter_client refuses other kernel names (its own pattern, case-insensitive).
 _NAME_RE = re.compile(r"^[a-z0-9._-]+$", re.IGNORECASE)
@@ -92,17 +98,14 @@ def install(
     """
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from jupyter_cake.backends import get_backend
+    from jupyter_cake.manager import preflight
 
     if not target_tokens:
         raise CakeError("Which target? e.g. `cake kernel install local` or `cake kernel install slurm/hpc/gpu --gpus A100:1`.")
     if on_shutdown not in ON_SHUTDOWN:
         raise CakeError(f"--on-shutdown takes one of {', '.join(ON_SHUTDOWN)}, not {on_shutdown!r}.")
     target = resolve_target(list(target_tokens))
-    backend = get_backend(target.backend_name)  # an IDE would only show "kernel died": say it here instead
-    preflight = getattr(backend, "preflight", None)  # optional offline check (e.g. SkyPilot installed)
-    if preflight is not None:
-        preflight(target)
+    preflight(target)  # an IDE would only show "kernel died": say it here instead (e.g. SkyPilot missing)
     name = check_name(name or default_name(target))
     spec: dict[str, Any] = {
         "argv": kernel_argv(shlex.join(target_tokens), name, on_shutdown),
@@ -144,7 +147,7 @@ def _copy_logos(dest: Path) -> None:
 def _as_cake_spec(name: str, info: dict[str, Any]) -> CakeKernelSpec | None:
     spec = info.get("spec") or {}
     argv = spec.get("argv") or []
-    if PROXY_MODULE not in argv:
+    if not any(module in argv for module in (PROXY_MODULE, *LEGACY_PROXY_MODULES)):
         return None
     cake = (spec.get("metadata") or {}).get("cake") or {}
     target = cake.get("target") or _argv_value(argv, "--target") or "?"
