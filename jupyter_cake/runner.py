@@ -42,12 +42,7 @@ from typing import Any
 from jupyter_cake.errors import CakeError, SessionGone
 
 # CakeScriptExit and unpack_bundle are used by the remote half: remote_cell sends them along with it.
-from jupyter_cake.workdir import (
-    CakeScriptExit,
-    pack_workdir,
-    remote_cell,
-    unpack_bundle,
-)
+from jupyter_cake.workdir import CakeScriptExit, pack_workdir, remote_cell, unpack_bundle
 
 SYNC_MODES = ("auto", "copy", "none")
 INTERRUPT_GRACE_S = 20.0  # SIGINT, +5 s SIGTERM, +5 s SIGKILL on the remote side: then give up waiting

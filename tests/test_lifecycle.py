@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
 from helpers import Notebook, cake_cli, nanny_pids, open_notebook, text
 
+from jupyter_cake.procs import pid_alive
 from jupyter_cake.store import Store
 
 
@@ -170,3 +173,39 @@ def test_another_process_looking_at_a_busy_session_leaves_it_alone(fresh_noteboo
     assert re.search(rf"{run_id}\s+\S+\s+running", runs.stdout)
     assert text(nb.run(f"%cake attach {run_id}")) == "finished\n"
     nb.run("%cake down")
+
+
+def test_cells_after_the_session_ended_say_so_every_time(fresh_notebook: Notebook) -> None:
+    """A session that ended under the notebook (here: idle autostop): the next cell says why, and so does
+    every cell after it (the magics keep the ended session as current, never its closed sockets),
+    until `%cake use` starts a new one."""
+    nb = fresh_notebook
+    nb.run("%cake use local --name ended --new --idle-minutes 0.05")
+    deadline = time.monotonic() + 60
+    while Store().live_session("ended", "") is not None and time.monotonic() < deadline:
+        cake_cli("status")  # looks at the session: records that it stopped itself
+        time.sleep(0.5)
+    for _ in range(3):
+        error = nb.fails("%%cake\nprint(1)")
+        assert "Session" in error and "has stopped: idle for 0.05 minutes" in error and "%cake use local" in error, error
+        assert "TypeError" not in error
+    assert "has stopped" in nb.fails("%cake interrupt")
+    nb.run("%cake use local --name ended")
+    assert text(nb.run("%%cake\nprint('back')")) == "back\n"
+    nb.run("%cake down")
+
+
+def test_down_after_the_nanny_was_killed_stops_what_the_session_started(fresh_notebook: Notebook) -> None:
+    """The nanny killed (-9): its kernel ends itself (ipykernel's parent poller), but a process the
+    user's code started from the kernel lives on, orphaned. `cake down` must stop it too."""
+    nb = fresh_notebook
+    nb.run("%cake use local --name nanny-killed --new")
+    child = int(text(nb.run("%%cake\nimport subprocess\nprint(subprocess.Popen(['sleep', '600']).pid)")))
+    row = Store().live_session("nanny-killed", "")
+    assert row is not None
+    os.kill(int(row.allocation_data["pid"]), signal.SIGKILL)
+    assert cake_cli("down", "nanny-killed").returncode == 0
+    deadline = time.monotonic() + 10
+    while pid_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(child), "a process the session started outlived `cake down`"

@@ -21,6 +21,7 @@ from pathlib import Path
 from jupyter_cake.addons import node_plan
 from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, idle_minutes
 from jupyter_cake.errors import CakeError
+from jupyter_cake.nanny import groups
 from jupyter_cake.procs import pid_alive
 from jupyter_cake.targets import Target
 
@@ -151,6 +152,12 @@ class LocalBackend(Backend):
         return "\n".join(p for p in parts if p)
 
     def release(self, allocation: Allocation) -> None:
+        try:
+            self._stop_nanny(allocation)
+        finally:  # services in groups of their own (a Ray head) go too, also when the nanny died first
+            groups.stop_recorded(allocation.session_dir)
+
+    def _stop_nanny(self, allocation: Allocation) -> None:
         pid = allocation.data.get("pid")
         if not pid or not _pid_alive(int(pid)):
             return

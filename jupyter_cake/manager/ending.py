@@ -17,6 +17,9 @@ from jupyter_cake.store import FINAL_RUN_STATES, SessionRow
 class Ending(CakeState):
     def mark_stopped(self, row: SessionRow, reason: str | None = None, release: bool = True) -> None:
         """Record that a session ended, with the nanny's or the backend's reason when there is one."""
+        handle = self._handles.pop(row.id, None)
+        if handle is not None:  # also when another process recorded the end first: these sockets are dead
+            handle.close()
         stored = self.store.session(row.id)
         if reason is None and stored is not None and stored.state in ("stopped", "failed"):
             return  # already recorded, with the better-informed reason
@@ -27,9 +30,6 @@ class Ending(CakeState):
                 reason = None
         self.store.update_session(row.id, state="stopped", reason=reason or "the session is no longer running")
         self._close_runs(row)
-        handle = self._handles.pop(row.id, None)
-        if handle is not None:
-            handle.close()
         if release:
             try:  # whatever is left of it (a job in COMPLETING, an SSH master) goes too
                 get_backend(row.backend).release(self._allocation(stored or row))

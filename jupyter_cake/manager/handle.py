@@ -43,6 +43,7 @@ class Handle:
     remote: RemoteSession
     cake: Owner
     _probe: Any = None  # concurrent future of a background liveness ping
+    closed: bool = False  # disconnected: its sockets are gone, whoever still holds it gets SessionGone
 
     @property
     def id(self) -> str:
@@ -87,6 +88,7 @@ class Handle:
 
     def start_run(self, code: str, sink: Sink | None, detach: bool = False, source: str = "") -> tuple[str, Any]:
         """Record and send a run; returns (run id, concurrent future of its Outcome or None)."""
+        self._refuse_if_closed()
         if detach:
             self.ensure_alive()  # nobody waits on a detached run: check before promising one
         else:
@@ -111,6 +113,7 @@ class Handle:
         self.cake.store.update_run(outcome.run_id, state=state, error=error, ended=time.time())
 
     def interrupt(self) -> None:
+        self._refuse_if_closed()
         engine.run(self.remote.interrupt(), timeout=5)
 
     def restart(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -119,10 +122,18 @@ class Handle:
         engine.run(self.remote.wait_ready(timeout))
 
     def nanny(self, op: str, **args: Any) -> dict[str, Any]:
+        self._refuse_if_closed()
         return engine.run(self.remote.nanny(op, **args))
+
+    def _refuse_if_closed(self) -> None:
+        """A front door may keep a Handle after its session ended (the magics' current session): say
+        again why it ended, instead of using the sockets that went with it."""
+        if self.closed:
+            raise self.cake.gone(self.row)
 
     def close(self) -> None:
         """Disconnect this process from the session (the session keeps running)."""
+        self.closed = True
         try:
             engine.run(self.remote.close(), timeout=5)
         except Exception:  # noqa: BLE001 - closing sockets of a dead session may fail; nothing to do

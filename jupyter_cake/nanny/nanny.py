@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jupyter_cake.nanny import groups
+from jupyter_cake.nanny.groups import SESSION_DIR_ENV
 from jupyter_cake.nanny.services import Service, start_services
 
 log = logging.getLogger("cake.nanny")
@@ -325,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s cake-nanny %(levelname)s %(message)s")
     args.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ[SESSION_DIR_ENV] = str(args.session_dir)  # marks the session's processes (groups.py)
     ports = free_ports(args.ip, 5)
     conn = {
         "ip": args.ip,
@@ -342,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     _write_private(connection_file, conn)
     # Services start before the kernel: it inherits their environment, and they boot while it does.
     services = start_services(args.service, args.session_dir, args.python)
+    # The nanny's group holds the kernel; services may have groups of their own: all end with the session.
+    groups.record(args.session_dir, [os.getpgrp(), *(g for s in services.values() if (g := s.process_group) is not None)])
     kernel = spawn_kernel(args, connection_file)
     nanny = Nanny(args, conn, kernel)
     nanny.services = services

@@ -9,7 +9,8 @@ before it spawns the kernel, so the kernel inherits whatever the service put int
 - counts ``last_busy`` as activity, so idle release never stops a service that is working;
 - imports each of the service's ``kernel_hooks`` modules in the kernel (``CAKE_KERNEL_HOOKS``), which
   call their ``install(shell)``;
-- calls ``stop()`` when the session ends.
+- calls ``stop()`` when the session ends; a service's own ``process_group`` is recorded with the nanny's
+  (groups.py), so a backend stops it even when the nanny died first.
 
 Standard library only, like the rest of the nanny.
 """
@@ -30,6 +31,10 @@ KERNEL_HOOKS_ENV = "CAKE_KERNEL_HOOKS"  # comma-separated modules the kernel lau
 class Service(Protocol):
     last_busy: float  # epoch seconds of the service's last activity
     kernel_hooks: tuple[str, ...]
+
+    @property
+    def process_group(self) -> int | None:
+        """The service's own process group, if it made one (stopped with the session: groups.py)."""
 
     def status(self, details: bool = False) -> dict[str, Any]: ...
 

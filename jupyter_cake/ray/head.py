@@ -24,7 +24,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from jupyter_cake.nanny.groups import stop_group
 from jupyter_cake.nanny.nanny import free_ports
 from jupyter_cake.ray import ports, versions
 
@@ -52,6 +52,11 @@ class RayHead:
     """The nanny's service for ``--ray`` (jupyter_cake.nanny.services.Service)."""
 
     kernel_hooks = ("jupyter_cake.ray.kernel_hooks",)  # worker prints must reach their cell
+
+    @property
+    def process_group(self) -> int | None:
+        """Every Ray process of the head is in this group (``start_new_session``)."""
+        return self.proc.pid if self.proc is not None else None
 
     def __init__(self, session_dir: Path, spec: dict[str, Any], python: str) -> None:
         self.session_dir = session_dir
@@ -269,37 +274,13 @@ class RayHead:
             return
         if self.state != "failed":
             self.state = "stopped"
-        pgid = self.proc.pid
-        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 2.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and _group_alive(pgid):
-                time.sleep(0.05)
-            if not _group_alive(pgid):
-                break
+        stop_group(self.proc.pid, STOP_GRACE_S)
         try:
             self.proc.wait(2)
         except subprocess.TimeoutExpired:
             pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         log.info("ray head stopped")
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of group ``pgid`` still runs (zombies waiting to be reaped don't count)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def start(session_dir: Path, spec_text: str, python: str = sys.executable) -> RayHead:

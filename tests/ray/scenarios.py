@@ -22,6 +22,25 @@ from typing import Any
 
 from helpers import Notebook, text
 
+def ray_heads(data_dir: Path) -> set[int]:
+    """PIDs of `ray start --head` processes whose session directory is in ``data_dir``."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"ray.scripts.scripts" not in argv or b"--head" not in argv:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        token = next((e.split(b"=", 1)[1] for e in environ if e.startswith(b"RAY_AUTH_TOKEN_PATH=")), b"")
+        if token.decode(errors="replace").startswith(str(data_dir)):
+            pids.add(int(proc.name))
+    return pids
+
+
 TASKS_CELL = """%%cake --ray
 import ray
 ray.init()
