@@ -13,7 +13,11 @@
     WS   ws                                  state changes + output of subscribed runs
 
 Every handler is authenticated (``@tornado.web.authenticated``; POST/DELETE also pass jupyter_server's
-XSRF check for cookie-authenticated browsers). Blocking engine calls run in a thread executor.
+XSRF check for cookie-authenticated browsers), then authorized by jupyter_server's Authorizer on the
+resource ``cake`` (read-only roles, JupyterHub's granular scopes): "read" for every GET and the websocket,
+"execute" for what runs or interrupts code (starting a session: its target may carry ``--env`` and setup
+shell; interrupting a run), "write" for stopping a session. A refusal is a 403 before anything is read
+from the request body. Blocking engine calls run in a thread executor.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 import tornado.web
 import tornado.websocket
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 
 from jupyter_cake import __version__
@@ -35,8 +40,33 @@ from jupyter_cake.server.monitor import Monitor, dumps
 
 ID = r"(?P<ident>[A-Za-z0-9_\-]+)"
 
+# The one resource name an Authorizer (or a JupyterHub role's scopes) sees for all of Cake's API, and
+# the actions it is asked for (README, "JupyterLab side panel").
+AUTH_RESOURCE = "cake"
+READ, WRITE, EXECUTE = "read", "write", "execute"
+
+Method = TypeVar("Method", bound=Callable[..., Coroutine[Any, Any, None]])
+
+
+def authorize(action: str) -> Callable[[Method], Method]:
+    """jupyter_server's ``@authorized`` for ``action`` on Cake (a 403 when its Authorizer says no). The
+    action is always explicit, not derived from the HTTP method: POST defaults to "write", while starting
+    a session or interrupting a run executes code."""
+    return cast("Callable[[Method], Method]", authorized(action, AUTH_RESOURCE))
+
+
+def allowed(action: str) -> Callable[[Method], Method]:
+    """Authenticated (a 403 otherwise, as jupyter_server's own API handlers), then authorized for ``action``."""
+
+    def decorate(method: Method) -> Method:
+        return cast("Method", tornado.web.authenticated(authorize(action)(method)))
+
+    return decorate
+
 
 class CakeHandler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
     @property
     def monitor(self) -> Monitor:
         monitor: Monitor = self.settings["cake_monitor"]
@@ -55,8 +85,13 @@ class CakeHandler(APIHandler):
             raise tornado.web.HTTPError(400, reason=str(exc).replace("\n", " ")[:500]) from None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # jupyter_server's JSON error (message + reason), where our own errors put their message in the
+        # reason and jupyter_server's (a refused authorization) in log_message; and the status, for the panel.
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        http = error if isinstance(error, tornado.web.HTTPError) else tornado.web.HTTPError(status_code)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": self._reason, "status": status_code}))
+        reply = {"message": http.log_message or self._reason, "reason": http.reason, "status": status_code}
+        self.finish(json.dumps(reply))
 
     def body(self) -> dict[str, Any]:
         try:
@@ -73,19 +108,19 @@ class CakeHandler(APIHandler):
 
 
 class HealthHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(READ)
     async def get(self) -> None:
         self.reply({"ok": True, "version": __version__})
 
 
 class TargetsHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(READ)
     async def get(self) -> None:
         self.reply(await self.blocking(api.targets))
 
 
 class SessionsHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(READ)
     async def get(self) -> None:
         include_ended = self.get_query_argument("all", "1") not in ("0", "false")
 
@@ -94,7 +129,7 @@ class SessionsHandler(CakeHandler):
 
         self.reply({"sessions": await self.blocking(read)})
 
-    @tornado.web.authenticated
+    @allowed(EXECUTE)
     async def post(self) -> None:
         data = self.body()
         spec = str(data.get("target") or "").strip()
@@ -114,7 +149,7 @@ class SessionsHandler(CakeHandler):
 
 
 class SessionHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(READ)
     async def get(self, ident: str) -> None:
         def read() -> dict[str, Any]:
             cake = self.monitor.cake
@@ -127,7 +162,7 @@ class SessionHandler(CakeHandler):
 
         self.reply({"session": await self.blocking(read)})
 
-    @tornado.web.authenticated
+    @allowed(WRITE)
     async def delete(self, ident: str) -> None:
         await self.stop(ident)
 
@@ -138,13 +173,13 @@ class SessionHandler(CakeHandler):
 
 
 class SessionStopHandler(SessionHandler):
-    @tornado.web.authenticated
+    @allowed(WRITE)
     async def post(self, ident: str) -> None:
         await self.stop(ident)
 
 
 class RunsHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(READ)
     async def get(self) -> None:
         session = self.get_query_argument("session", None) or None
         states = [s for s in self.get_query_argument("state", "").split(",") if s]
@@ -158,20 +193,20 @@ class RunsHandler(CakeHandler):
 
 
 class RunHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(READ)
     async def get(self, ident: str) -> None:
         run = await self.blocking(lambda: api.get_run(self.monitor.cake, ident))
         self.reply({"run": api.run_json(run)})
 
 
 class RunOutputHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(READ)
     async def get(self, ident: str) -> None:
         self.reply(await self.blocking(lambda: api.run_output(self.monitor.cake, ident)))
 
 
 class RunInterruptHandler(CakeHandler):
-    @tornado.web.authenticated
+    @allowed(EXECUTE)
     async def post(self, ident: str) -> None:
         result = await self.blocking(api.interrupt_run, ident, reader=False)
         self.monitor.poke()
@@ -182,6 +217,8 @@ class LiveHandler(tornado.websocket.WebSocketHandler, JupyterHandler):
     """One websocket per panel. Client -> server: {"type": "subscribe"|"unsubscribe", "run": ID}.
     Server -> client: snapshot, session, session_removed, run, output (see monitor.py)."""
 
+    auth_resource = AUTH_RESOURCE
+
     @property
     def monitor(self) -> Monitor:
         monitor: Monitor = self.settings["cake_monitor"]
@@ -191,6 +228,12 @@ class LiveHandler(tornado.websocket.WebSocketHandler, JupyterHandler):
         # Like @tornado.web.authenticated, but a 403 instead of a redirect to the login page.
         if self.current_user is None:
             raise tornado.web.HTTPError(403, reason="Not authenticated: send the token or log in.")
+        await self.upgrade(*args, **kwargs)
+
+    @authorize(READ)
+    async def upgrade(self, *args: Any, **kwargs: Any) -> None:
+        # Authorized before the upgrade (as jupyter_server's kernel websocket does in pre_get): a refused
+        # client gets a plain 403 and never a socket, so never a message.
         await super().get(*args, **kwargs)
 
     def check_origin(self, origin_to_satisfy_tornado: str = "") -> bool:

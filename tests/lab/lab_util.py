@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,17 +88,20 @@ def _private_dirs(root: Path, extension_enabled: bool) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def lab_server(tmp: Path, extension_enabled: bool = True) -> Iterator[Lab]:
-    """`jupyter lab` on a free port, in private dirs; stopped (and its kernels with it) afterwards."""
+def lab_server(
+    tmp: Path, extension_enabled: bool = True, args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None
+) -> Iterator[Lab]:
+    """`jupyter lab` on a free port, in private dirs; stopped (and its kernels with it) afterwards. ``args``
+    go on its command line after the defaults (so they override them), ``extra_env`` over the inherited environment."""
     tmp.mkdir(parents=True, exist_ok=True)
     root = tmp / "notebooks"
     root.mkdir(exist_ok=True)
-    env = {**os.environ, **_private_dirs(tmp / "jupyter", extension_enabled)}
+    env = {**os.environ, **(extra_env or {}), **_private_dirs(tmp / "jupyter", extension_enabled)}
     port = free_port()
     log = tmp / "lab.log"
     argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-            "--ServerApp.disable_check_xsrf=False"]  # fmt: skip
+            "--ServerApp.disable_check_xsrf=False", *args]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
     lab = Lab(f"http://127.0.0.1:{port}", TOKEN, root, log, env)
