@@ -18,11 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_cake.errors import CakeError
+from jupyter_cake.targets import check_host_name
 
 CONNECT_TIMEOUT_S = 15
 # The master outlives the process that opened it (a notebook restart re-attaches through it), but
 # not forever: once nothing has used it for this long it exits; the next use opens a new one.
 CONTROL_PERSIST = "15m"
+
+
+def checked_destination(host: str, what: str = "SSH host") -> str:
+    """``host`` if ssh can only read it as a destination. ssh parses an argument that starts with '-' as
+    an option (``-oProxyCommand=...`` would run a command), so such a name is refused before any ssh
+    runs (the same rule as for host names in targets); ``--`` before the destination in every argv
+    below is the second line of defence."""
+    return check_host_name(host, f"{what} {host!r}", "a host name as in ~/.ssh/config or DNS",
+                           "hpc, login.example.org or me@login.example.org")  # fmt: skip
 
 
 def control_path(key: str) -> Path:
@@ -35,7 +45,7 @@ def control_path(key: str) -> Path:
 
 class SSHConnection:
     def __init__(self, host: str, key: str, ssh_config: str | None = None, jump: str | None = None) -> None:
-        self.host = host
+        self.host = checked_destination(host)
         self.ssh_config = os.path.expanduser(ssh_config) if ssh_config else None
         self.jump = jump
         self.socket = control_path(f"{key}:{host}:{jump}")
@@ -46,7 +56,9 @@ class SSHConnection:
         if self.ssh_config:
             args += ["-F", self.ssh_config]
         if self.jump:
-            args += ["-J", self.jump]
+            # Checked here, not in __init__: callers set .jump after construction. ssh hands the jump host
+            # to a second ssh as its destination, so a leading '-' would become an option there.
+            args += ["-J", checked_destination(self.jump, "SSH jump host")]
         return args + [
             "-o", f"ControlPath={self.socket}",
             "-o", "BatchMode=yes",  # never hang on a password prompt inside a notebook
@@ -55,11 +67,16 @@ class SSHConnection:
             "-o", "ServerAliveCountMax=3",
         ]  # fmt: skip
 
+    def argv(self, *options: str, command: str | None = None) -> list[str]:
+        """``ssh [options] -- host [command]``: every option before the ``--``, so neither the host nor
+        the command can be read as an option (OpenSSH stops parsing options at ``--``)."""
+        return [*self._base(), *options, "--", self.host, *([command] if command is not None else [])]
+
     def alive(self) -> bool:
         if not self.socket.exists():
             self._up = False
             return False
-        check = subprocess.run([*self._base(), "-O", "check", self.host], capture_output=True, timeout=10)
+        check = subprocess.run(self.argv("-O", "check"), capture_output=True, timeout=10)
         self._up = check.returncode == 0
         return self._up
 
@@ -69,7 +86,7 @@ class SSHConnection:
             self._up = True
             return
         self.socket.unlink(missing_ok=True)
-        argv = [*self._base(), "-M", "-N", "-f", "-o", f"ControlPersist={CONTROL_PERSIST}", "-o", "ExitOnForwardFailure=yes", self.host]
+        argv = self.argv("-M", "-N", "-f", "-o", f"ControlPersist={CONTROL_PERSIST}", "-o", "ExitOnForwardFailure=yes")
         # The master stays in the background (-f) holding whatever stdout/stderr it was given: pipes
         # would never reach EOF, so its stderr goes to a file we read after it has forked.
         with tempfile.TemporaryFile() as errors:
@@ -99,21 +116,21 @@ class SSHConnection:
         self.start()
         command = shlex.join(argv) + (f" && {shlex.join(then)}" if then else "")
         feed: dict[str, Any] = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
-        done = subprocess.run([*self._base(), self.host, command], capture_output=True, timeout=timeout, **feed)
+        done = subprocess.run(self.argv(command=command), capture_output=True, timeout=timeout, **feed)
         if done.returncode == 255 and not self.alive():  # the master died since: reconnect once
             self.start()
-            done = subprocess.run([*self._base(), self.host, command], capture_output=True, timeout=timeout, **feed)
+            done = subprocess.run(self.argv(command=command), capture_output=True, timeout=timeout, **feed)
         return done
 
     def forward(self, ports: Sequence[tuple[int, int]], remote_host: str = "127.0.0.1") -> None:
         """Forward each (local port, remote port) pair, all in one request to the master."""
         self.start()
         specs = [arg for local, remote in ports for arg in ("-L", f"127.0.0.1:{local}:{remote_host}:{remote}")]
-        done = subprocess.run([*self._base(), "-O", "forward", *specs, self.host], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(self.argv("-O", "forward", *specs), capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise CakeError(f"Could not forward local ports through {self.host!r}: {done.stderr.strip()}")
 
     def close(self) -> None:
         self._up = False
         if self.socket.exists():
-            subprocess.run([*self._base(), "-O", "exit", self.host], capture_output=True, timeout=10)
+            subprocess.run(self.argv("-O", "exit"), capture_output=True, timeout=10)

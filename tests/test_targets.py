@@ -130,6 +130,63 @@ def test_malformed_infra(text: str, fragment: str) -> None:
     assert fragment in str(err.value)
 
 
+# ---------------------------------------------------------------- hosts ssh connects to
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("slurm/-oProxyCommand", "cluster '-oProxyCommand'"),
+        ("slurm/-v/gpu", "cluster '-v'"),
+        ("slurm/-F --via sky", "cluster '-F'"),
+        ("ssh/-pool", "pool '-pool'"),
+    ],
+)
+def test_host_segments_starting_with_a_dash_are_refused(text: str, label: str) -> None:
+    # ssh reads an argument starting with '-' as an option; the name is refused before any ssh runs.
+    msg = refusal(parse_target, text)
+    assert f"Invalid {label}" in msg and "starts with '-'" in msg and "read as an option" in msg
+    assert "use a name like" in msg  # the fix
+
+
+def test_partitions_and_regions_may_still_start_with_a_dash() -> None:
+    # Only host names are ssh destinations; --partition=-x is sbatch's to judge.
+    assert parse_target("slurm/hpc/-x").infra == "slurm/hpc/-x"
+
+
+@pytest.mark.parametrize(
+    ("login", "why"),
+    [
+        ("-oProxyCommand=touch /tmp/x", "starts with '-'"),
+        ("login node", "contains whitespace"),
+        ("hpc\n", "contains whitespace"),
+        ("", "is empty"),
+    ],
+)
+def test_slurm_login_option_must_be_a_host_name(login: str, why: str) -> None:
+    named = {"t": {"infra": "slurm/hpc", "login": login}}
+    msg = refusal(parse_target, "t", named)
+    assert f"Invalid login option {login!r}" in msg and why in msg and 'login = "hpc-login"' in msg
+    # The same on the command line and from saved state: one rule for every way a target is written.
+    assert refusal(parse_target, ["slurm/hpc", "--option", f"login={login}"]) == msg
+
+
+def test_good_login_options_are_kept() -> None:
+    for login in ("local", "me@login.example.org", "hpc-login"):
+        assert parse_target("t", {"t": {"infra": "slurm/hpc", "login": login}}).options_dict()["login"] == login
+
+
+def test_kubernetes_names_and_labels_need_a_full_match() -> None:
+    # re.match with '$' accepted a trailing newline ("ns\n"); the pod spec's checks must not.
+    from jupyter_cake.backends.kubernetes.podspec import check_name
+    from jupyter_cake.errors import CakeError
+
+    assert check_name("namespace", "team-a") == "team-a"
+    for bad in ("team-a\n", "team-a\nkind: Secret"):
+        with pytest.raises(CakeError, match=r"The Kubernetes namespace .* is not a valid name.*Fix the target's namespace"):
+            check_name("namespace", bad)
+
+
 # ---------------------------------------------------------------- resources
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from jupyter_cake.targets.config import config_path, load_named_targets
 from jupyter_cake.targets.errors import TargetError
 from jupyter_cake.targets.infra import CLOUDS as CLOUDS
-from jupyter_cake.targets.infra import parse_infra
+from jupyter_cake.targets.infra import check_host_name, parse_infra
 from jupyter_cake.targets.line import parse_target, resolve_target
 from jupyter_cake.targets.resources import MAX_GPUS as MAX_GPUS
 from jupyter_cake.targets.resources import MAX_NODES as MAX_NODES
@@ -43,6 +43,7 @@ __all__ = [
     "parse_gpus",
     "parse_quantity",
     "parse_infra",
+    "check_host_name",
     "parse_target",
     "config_path",
     "load_named_targets",

@@ -29,6 +29,13 @@ _INFRA_FORMS = (
     "<cloud>[/<region>[/<zone>]]"
 )
 
+# Segments that name a host ssh connects to (a Slurm login node's alias; an SSH node pool, whose hosts
+# SkyPilot reaches with ssh): what each one is, for the message that refuses a bad one.
+_HOST_LABELS: dict[str, str] = {
+    "cluster": "the SSH host alias of the cluster's login node",
+    "pool": "the name of a SkyPilot SSH node pool",
+}
+
 # Kubernetes contexts are often ARNs ("arn:aws:eks:...:cluster/name").
 _CONTEXT_RE = re.compile(r"[A-Za-z0-9._:@-]+(?:/[A-Za-z0-9._:@-]+)*", re.ASCII)
 
@@ -82,7 +89,22 @@ def _infra_segments(
                 f"Invalid {label} {part!r} in infra {raw!r}: use only letters, digits, '.', '_' "
                 f"and '-', like {example}."
             )
+        if label in _HOST_LABELS:
+            check_host_name(part, f"{label} {part!r} in infra {raw!r}", _HOST_LABELS[label], example)
     return "/".join((kind, *parts))
+
+
+def check_host_name(value: str, label: str, what: str, example: str) -> str:
+    """Refuse a host name that ssh would read as something else: one starting with '-' becomes an
+    option (``-oProxyCommand=...`` runs a command), whitespace splits it. Checked here, when the target
+    is parsed, so a bad name is reported before any ssh runs."""
+    if value.startswith("-"):
+        why = "it starts with '-', which ssh would read as an option, not a host"
+    elif not value or any(c.isspace() for c in value):
+        why = "it is empty" if not value else "it contains whitespace, which no host name has"
+    else:
+        return value
+    raise TargetError(f"Invalid {label}: {why}. It must be {what}; use a name like {example}.")
 
 
 def _infra_k8s(raw: str, context: str | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from jupyter_cake.targets.errors import TargetError, _field_error
 from jupyter_cake.targets.fields import _FIELD_PARSERS, _as_tuples, _parse_field
-from jupyter_cake.targets.infra import _parse_infra
+from jupyter_cake.targets.infra import _parse_infra, check_host_name
 from jupyter_cake.targets.pairs import _parse_mapping
 from jupyter_cake.targets.resources import Gpus, Quantity
 from jupyter_cake.targets.text import _format_number
@@ -60,6 +60,11 @@ class Target:
             )
         if self.via == "direct" and self.task is not None:
             raise TargetError("A SkyPilot task file (--task) needs SkyPilot; drop --via direct.")
+        login = self.options_dict().get("login")
+        if cloud == "slurm" and login is not None and login != "local":
+            # The Slurm backend hands `login` to ssh as the login node's host, like the cluster segment.
+            check_host_name(login, f"login option {login!r}", "the SSH host alias of the cluster's login node, or local",
+                            'login = "hpc-login"')  # fmt: skip
 
     @property
     def infra_parts(self) -> tuple[str, ...]:

@@ -82,3 +82,50 @@ def test_the_nanny_archive_is_deterministic_and_self_contained(tmp_path: Path) -
         names = tar.getnames()
     assert "jupyter_cake/nanny/nanny.py" in names and "jupyter_cake/nanny/kernel.py" in names
     assert not [n for n in names if not n.startswith("jupyter_cake/") or "/backends/" in n]
+
+
+@pytest.mark.parametrize(("field", "value"), [("partition", "gpu\n"), ("account", "proj42\n"), ("qos", "high\n"),
+                                              ("time", "08:00:00\n"), ("constraint", "a100\n")])  # fmt: skip
+def test_directive_values_with_a_trailing_newline_are_refused(field: str, value: str) -> None:
+    # '$' in re.match also matches before a final newline: the values must match in full.
+    with pytest.raises(CakeError) as err:
+        sbatch_script("t", infra="slurm/hpc", **{field: value})
+    message = str(err.value)
+    assert message.startswith(f"The Slurm {field} {value!r} contains characters") and f"Fix the target's {field}." in message
+
+
+@pytest.mark.parametrize(
+    ("cpus", "fix"),
+    [("2.5", "use --cpus 3 (or 2)."), ("0.5", "use --cpus 1."), ("7.2+", "use --cpus 8+ (or 7+).")],
+)
+def test_fractional_cpus_are_refused_on_slurm(cpus: str, fix: str) -> None:
+    # They used to be truncated: 2.5 ran with 2 CPUs, 0.5 with no --cpus-per-task at all.
+    with pytest.raises(CakeError) as err:
+        sbatch_script(f"slurm/hpc --cpus {cpus}")
+    assert str(err.value) == f"--cpus {cpus}: Slurm allocates whole CPUs; {fix}"
+
+
+def test_memory_below_one_mib_is_refused_on_slurm() -> None:
+    # 0.0001 GB used to become --mem=0 (dropped: the job got the partition's default).
+    with pytest.raises(CakeError) as err:
+        sbatch_script("slurm/hpc --memory 0.0001")
+    message = str(err.value)
+    assert message.startswith("--memory 0.0001: that is 0.1 MiB") and "smallest memory request is 1 MiB" in message
+    assert "e.g. --memory 1 for 1 GB" in message
+
+
+@pytest.mark.parametrize(("memory", "directive"), [("0.1", "--mem=103M"), ("1.5", "--mem=1536M"),
+                                                   ("0.0009765625", "--mem=1M"), ("32+", "--mem=32768M")])  # fmt: skip
+def test_memory_becomes_whole_mib_rounded_up(memory: str, directive: str) -> None:
+    # 0.1 GB is 102.4 MiB: rounding down (as before) would give the job less than it asked for.
+    lines = sbatch_script(f"slurm/hpc --memory {memory} --cpus 4").splitlines()
+    assert f"#SBATCH {directive}" in lines and "#SBATCH --cpus-per-task=4" in lines
+
+
+def test_fractional_cpus_stay_fine_off_slurm() -> None:
+    # Only Slurm counts whole CPUs: Kubernetes takes millicores, SkyPilot fractions.
+    from jupyter_cake.backends.kubernetes.podspec import _quantity_cpu
+    from jupyter_cake.backends.sky.resources import resources
+
+    assert _quantity_cpu(parse_target("k8s --cpus 0.5").cpus.value) == "500m"  # type: ignore[union-attr]
+    assert resources(parse_target("aws --cpus 2.5 --memory 0.0001"))["cpus"] == "2.5"

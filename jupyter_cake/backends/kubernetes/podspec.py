@@ -47,9 +47,11 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "jupyter-cake")
 SESSION_LABEL = "jupyter-cake/session"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Used with fullmatch, never match + '$', which also matches before a trailing newline ("ns\n" would
+# pass). ASCII: Kubernetes names are plain ASCII.
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", re.ASCII)
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?", re.ASCII)
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
 
 # Runs first in the container with `python3 -c`: checks the image (and, unless install_kernel=false,
 # pip-installs what the kernel needs into the Pod's work dir when the image lacks it), unpacks the nanny
@@ -139,7 +141,7 @@ def _labels(options: dict[str, str]) -> dict[str, str]:
         raise CakeError(f"The Kubernetes option labels must be a table or k=v,k2=v2, not {text!r}.")
     labels = {str(k).strip(): str(v).strip() for k, v in value.items()}
     for key, val in labels.items():
-        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(val) or len(val) > 63:
+        if not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(val) or len(val) > 63:
             raise CakeError(
                 f"The Pod label {key}={val} is not a valid Kubernetes label (keys: [prefix/]name of letters, "
                 "digits, '-', '_', '.'; values up to 63 such characters). Fix the target's labels option."
@@ -148,7 +150,7 @@ def _labels(options: dict[str, str]) -> dict[str, str]:
 
 
 def check_name(kind: str, value: str) -> str:
-    if not _DNS_NAME.match(value):
+    if not _DNS_NAME.fullmatch(value):
         raise CakeError(
             f"The Kubernetes {kind} {value!r} is not a valid name (lowercase letters, digits and '-', "
             f"starting and ending with a letter or digit, at most 63). Fix the target's {kind} option."

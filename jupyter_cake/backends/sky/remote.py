@@ -72,6 +72,9 @@ def write_ssh_config(session_dir: Path, ssh: dict[str, Any], node: str | None = 
             f"Cake cannot open a channel to this SkyPilot cluster yet (SkyPilot reaches it with "
             f"{ssh.get('runner')}, not SSH). For Kubernetes use Cake's direct backend: drop --via sky."
         )
+    for key in ("ssh_user", "ip", "port", "ssh_private_key", "ssh_proxy_command", "ssh_proxy_jump"):
+        _one_line(key, ssh.get(key))
+    _one_line("slurm_node", node)
     common = [
         f"  User {ssh['ssh_user']}",
         f"  Port {int(ssh.get('port') or 22)}",
@@ -94,3 +97,14 @@ def write_ssh_config(session_dir: Path, ssh: dict[str, Any], node: str | None = 
     path.touch(mode=0o600)
     path.write_text("\n".join(lines))
     return path
+
+
+def _one_line(key: str, value: object) -> None:
+    """Each value SkyPilot reports becomes one ssh_config line: a line break in it would start
+    directives of its own (a ProxyCommand runs a command), so it is refused."""
+    if value is not None and any(c in str(value) for c in "\n\r\0"):
+        raise CakeError(
+            f"SkyPilot reported {key} = {str(value)!r} for this cluster, which contains a line break and "
+            "cannot go into an ssh_config line. Check the cluster's SSH settings with `sky status -v`, "
+            "or `sky down` it and launch again."
+        )

@@ -22,7 +22,7 @@ from jupyter_cake.targets import Target
 CAKE_OPTIONS = ("python", "sky_python", "setup")
 # Image ids SkyPilot takes verbatim; a bare name means a container image.
 _IMAGE_PREFIXES = ("docker:", "ami-", "projects/", "skypilot:")
-_CLUSTER_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_CLUSTER_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?", re.ASCII)  # fullmatch only
 
 
 def cluster_name(target: Target, session_name: str) -> str:
@@ -32,7 +32,13 @@ def cluster_name(target: Target, session_name: str) -> str:
     user = re.sub(r"[^a-z0-9]+", "-", _user().lower()).strip("-")[:12] or "user"
     digest = hashlib.sha256(f"{target.canonical()}\0{session_name}".encode()).hexdigest()[:8]
     name = f"cake-{user}-{digest}"
-    assert _CLUSTER_RE.fullmatch(name), name
+    # A real check, not an assert (python -O drops those): the name reaches SkyPilot and `sky` commands
+    # we suggest, where a leading '-' would read as an option.
+    if not _CLUSTER_RE.fullmatch(name):
+        raise CakeError(
+            f"Cake made the SkyPilot cluster name {name!r}, which is not a valid one (lowercase letters, digits "
+            "and '-', starting with a letter). Set USER to a plain user name and try again."
+        )
     return name
 
 

@@ -14,6 +14,7 @@ from the user's own targets file.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -22,16 +23,26 @@ from jupyter_cake import addons
 from jupyter_cake.addons import NodePlan
 from jupyter_cake.backends.shipping import nanny_archive as shipped_nanny
 from jupyter_cake.errors import CakeError
-from jupyter_cake.targets import Target
+from jupyter_cake.targets import Quantity, Target
 
 REMOTE_HOME = ".cache/jupyter-cake"  # relative to the login directory (the user's home)
 
+# Matched with fullmatch, never match + '$': '$' also matches before a trailing newline, so "gpu\n"
+# would pass and its newline would end the #SBATCH line. ASCII: Slurm's names are plain ASCII.
 _SAFE = {
-    "partition": re.compile(r"^[A-Za-z0-9_.,-]+$"),
-    "account": re.compile(r"^[A-Za-z0-9_.-]+$"),
-    "qos": re.compile(r"^[A-Za-z0-9_.-]+$"),
-    "time": re.compile(r"^[0-9][0-9:-]*$"),
-    "constraint": re.compile(r"^[A-Za-z0-9_.&|,\[\]*()-]+$"),
+    "partition": re.compile(r"[A-Za-z0-9_.,-]+", re.ASCII),
+    "account": re.compile(r"[A-Za-z0-9_.-]+", re.ASCII),
+    "qos": re.compile(r"[A-Za-z0-9_.-]+", re.ASCII),
+    "time": re.compile(r"[0-9][0-9:-]*", re.ASCII),
+    "constraint": re.compile(r"[A-Za-z0-9_.&|,\[\]*()-]+", re.ASCII),
+}
+# What each pattern allows, in words, for the message that refuses a value.
+_ALLOWED = {
+    "partition": "letters, digits and _.,-",
+    "account": "letters, digits and _.-",
+    "qos": "letters, digits and _.-",
+    "time": "a Slurm time limit of digits, ':' and '-', like 08:00:00 or 1-00:00:00",
+    "constraint": "letters, digits and _.&|,[]*()-",
 }
 
 
@@ -65,12 +76,42 @@ class JobSpec:
 def _checked(name: str, value: str | None) -> str | None:
     if value is None:
         return None
-    if not _SAFE[name].match(value):
+    if not _SAFE[name].fullmatch(value):
         raise CakeError(
-            f"The Slurm {name} {value!r} contains characters Slurm doesn't allow there (allowed: letters, digits "
-            f"and {'_.,-' if name == 'partition' else '_.-'}). Fix the target's {name}."
+            f"The Slurm {name} {value!r} contains characters Slurm doesn't allow there (allowed: {_ALLOWED[name]}). "
+            f"Fix the target's {name}."
         )
     return value
+
+
+def _whole_cpus(cpus: Quantity | None) -> int | None:
+    """Slurm's --cpus-per-task is a whole number: a fraction is refused, not silently rounded (2.5 used
+    to become 2, and 0.5 became 0, which dropped the request altogether)."""
+    if cpus is None:
+        return None
+    if cpus.value.is_integer():
+        return int(cpus.value)
+    more = "+" if cpus.or_more else ""
+    up, down = math.ceil(cpus.value), math.floor(cpus.value)
+    choices = f"--cpus {up}{more}" + (f" (or {down}{more})" if down >= 1 else "")
+    raise CakeError(f"--cpus {cpus}: Slurm allocates whole CPUs; use {choices}.")
+
+
+def _memory_mib(memory: Quantity | None) -> int | None:
+    """--memory is in GB (GiB, as everywhere in Cake); Slurm's --mem takes whole MiB. A fraction of a
+    MiB is rounded up, so the job gets at least what was asked for; under 1 MiB is refused (it used to
+    round down to 0, which dropped the request altogether)."""
+    if memory is None:
+        return None
+    mib = memory.value * 1024
+    if abs(mib - round(mib)) < 1e-6:  # float noise such as 1.1 * 1024: not a real fraction of a MiB
+        mib = round(mib)
+    if mib < 1:
+        raise CakeError(
+            f"--memory {memory}: that is {mib:.2g} MiB, and Slurm's smallest memory request is 1 MiB. "
+            "--memory is in GB: ask for more, e.g. --memory 1 for 1 GB."
+        )
+    return math.ceil(mib)
 
 
 def _extra_options(text: str | None) -> tuple[str, ...]:
@@ -101,8 +142,8 @@ def job_spec(target: Target, session_id: str, idle_minutes: float) -> JobSpec:
         python=options.get("python", "python3"),
         partition=_checked("partition", parts[2] if len(parts) > 2 else options.get("partition")),
         gres=gres,
-        cpus=int(target.cpus.value) if target.cpus is not None else None,
-        mem_mb=int(target.memory.value * 1024) if target.memory is not None else None,
+        cpus=_whole_cpus(target.cpus),
+        mem_mb=_memory_mib(target.memory),
         nodes=target.nodes,
         time=_checked("time", options.get("time")),
         account=_checked("account", options.get("account")),
