@@ -208,8 +208,11 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             raise CakeError("Which session? `cake down SESSION` (ids are in `cake status`), or `cake down --all`.")
         for row in rows:
-            cake.down(row)
-            print(f"session {row.id} ({row.name}) is down")
+            # A start killed half-way is released by what names its allocation; say so, it is news.
+            note = cake.reap_dead_start(row, strict=True)
+            if note is None:
+                cake.down(row)
+            print(f"session {row.id} ({row.name}) is down" + (f": {note}" if note else ""))
         if not rows:
             print("no live sessions")
     return 0

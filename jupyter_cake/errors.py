@@ -19,6 +19,16 @@ class SessionGone(CakeError):
     """The session's nanny no longer answers (idle autostop, ``cake down``, or the allocation ended)."""
 
 
+class SessionUnreachable(CakeError):
+    """The session cannot be reached right now (a network outage), but nothing says it ended: it was NOT
+    stopped and can be re-attached. Deliberately not a SessionGone: whoever sees it must keep the session."""
+
+
+class ChannelRefused(CakeError):
+    """The channel to a session was refused for a reason no retry can fix (e.g. the node's SSH host key
+    changed): shown to the user as it is, never taken for a session that merely doesn't answer."""
+
+
 class RunTimeout(CakeError):
     """A run exceeded its ``--timeout`` and was interrupted."""
 

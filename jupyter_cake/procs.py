@@ -20,3 +20,13 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc (not Linux): trust kill(0)
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process
+    that got the same pid; None where that is unknown (no such process, or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return int(handle.read().rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None

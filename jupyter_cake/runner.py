@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.errors import CakeError, SessionGone
+from jupyter_cake.errors import CakeError, SessionGone, SessionUnreachable
 
 # CakeScriptExit and unpack_bundle are used by the remote half: remote_cell sends them along with it.
 from jupyter_cake.workdir import CakeScriptExit, pack_workdir, remote_cell, unpack_bundle
@@ -357,12 +357,33 @@ def run(request: RunRequest) -> int:
             cake.down(handle.row, reason="cake run --down: the run ended")
 
 
+class _OutageNotes:
+    """While a run's session can't be reached: a line on stderr now and then (not one per poll)."""
+
+    EVERY_S = 5
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.shown = handle, -1
+
+    def note(self) -> None:
+        seconds = self.handle.reconnecting
+        if seconds is None:
+            if self.shown >= 0:
+                _stderr(f"session {self.handle.id} reachable again; the run goes on")
+                self.shown = -1
+        elif self.shown < 0 or int(seconds) >= self.shown + self.EVERY_S:
+            self.shown = int(seconds)
+            _stderr(f"session {self.handle.id} unreachable: reconnecting ({self.shown} s); it was not stopped, "
+                    "Ctrl-C stops waiting")  # fmt: skip
+
+
 def _follow(handle: Any, run_id: str, future: Any, outputs: queue.SimpleQueue[Any]) -> int:
     """Write outputs as they arrive; Ctrl-C (or SIGTERM, an IDE's stop button) cancels remotely."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     interrupted_at: float | None = None
     last_check = time.monotonic()
     error: dict[str, Any] | None = None
+    outage = _OutageNotes(handle)
     try:
         while True:
             try:
@@ -372,6 +393,8 @@ def _follow(handle: Any, run_id: str, future: Any, outputs: queue.SimpleQueue[An
             except queue.Empty:
                 pass
             except KeyboardInterrupt:
+                if handle.reconnecting is not None:  # nothing to interrupt through: stop waiting, keep the session
+                    raise handle.stop_reconnecting() from None
                 if interrupted_at is not None:
                     handle.interrupt()  # the remote side escalates: SIGINT, SIGTERM, SIGKILL
                     continue
@@ -382,7 +405,8 @@ def _follow(handle: Any, run_id: str, future: Any, outputs: queue.SimpleQueue[An
             if future.done():
                 break
             now = time.monotonic()
-            handle.check_probe()  # raises SessionGone if the session ended under the run
+            handle.check_probe()  # reconnects a dropped channel; SessionGone if the session ended under the run
+            outage.note()
             if now - last_check > LIVENESS_CHECK_S:
                 last_check = now
                 handle.probe()
@@ -395,7 +419,7 @@ def _follow(handle: Any, run_id: str, future: Any, outputs: queue.SimpleQueue[An
             except queue.Empty:
                 break
         outcome = future.result()
-    except SessionGone as exc:
+    except (SessionGone, SessionUnreachable) as exc:
         _stderr(str(exc))
         return 1
     finally:

@@ -5,7 +5,10 @@ processes (notebook kernels, ``cake`` CLI, Jupyter server) can use it at once. E
 own connection; every write is one short transaction with a busy timeout.
 
 Secrets never go in here: a session row points at its session directory, where the connection file
-with the key lives with mode 0600.
+with the key lives with mode 0600, and so do the target's ``--env`` values (``env.json``): the row's
+``target`` and ``target_json`` have them masked (``Target.canonical()``, ``to_dict(env_values=False)``),
+and ``session_target`` puts them back for re-attaching. The data dir is 0700 and the database 0600
+(tightened if they already existed looser), since run code and reasons are the user's own business too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+from jupyter_cake.targets import Target, TargetError, parse_target
+from jupyter_cake.targets.envmask import data_dir
 
 SCHEMA_VERSION = 1
 
@@ -67,10 +74,11 @@ LIVE_SESSION_STATES = ("starting", "running")
 FINAL_RUN_STATES = ("ok", "error", "aborted", "lost")
 
 
-def default_path() -> Path:
-    from jupyter_core.paths import jupyter_data_dir
+SESSION_ENV_FILE = "env.json"  # in a session directory, 0600: the target's --env values
 
-    return Path(os.environ.get("CAKE_DATA_DIR") or Path(jupyter_data_dir()) / "cake") / "cake.db"
+
+def default_path() -> Path:
+    return data_dir() / "cake.db"
 
 
 @dataclass
@@ -124,7 +132,8 @@ def _columns(cls: type) -> list[str]:
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
+        _private_file(self.path)
         self._local = threading.local()
         self._migrate()
 
@@ -182,10 +191,12 @@ class Store:
         return next(iter(self._rows(SessionRow, "SELECT * FROM sessions WHERE id=?", (session_id,))), None)
 
     def find_session(self, prefix_or_name: str) -> list[SessionRow]:
-        """Sessions whose id starts with, or whose name equals, the given text (newest first)."""
+        """Sessions whose id starts with, or whose name equals, the given text (newest first). A target
+        line with --env values (``cake down 'local --env K=v'``) also finds the session it names by
+        default, whose name has the values masked (Target.canonical())."""
         return self._rows(
-            SessionRow, r"SELECT * FROM sessions WHERE id LIKE ? ESCAPE '\' OR name=? ORDER BY created DESC",
-            (_like_prefix(prefix_or_name), prefix_or_name),
+            SessionRow, r"SELECT * FROM sessions WHERE id LIKE ? ESCAPE '\' OR name IN (?, ?) ORDER BY created DESC",
+            (_like_prefix(prefix_or_name), prefix_or_name, _default_name(prefix_or_name)),
         )
 
     def live_session(self, name: str, owner: str) -> SessionRow | None:
@@ -249,6 +260,16 @@ class Store:
             self._local.conn = None
 
 
+def _default_name(text: str) -> str:
+    """The default session name of ``text`` read as a target line with --env, else ``text`` itself."""
+    if "--env" not in text:
+        return text
+    try:
+        return parse_target(text).canonical()
+    except TargetError:
+        return text
+
+
 def _like_prefix(text: str) -> str:
     """A LIKE pattern matching values that start with ``text`` literally (ESCAPE '\\')."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -261,9 +282,50 @@ def new_id(prefix: str) -> str:
 
 
 def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can enter (0700), tightened if it existed looser. Not a
+    directory someone else owns, nor a shared sticky one (CAKE_DATA_DIR=/tmp): chmod there would lock
+    others out, and Cake's own files inside are private by their own modes anyway."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    info = path.stat()
+    if info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX and stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
     return path
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite creates it, and its -wal/-shm files,
+    with the umask's mode, usually 0644; those two copy the database's mode), and tighten an old one.
+    An existing database is never opened here, only chmod-ed: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, and so the locks of SQLite connections already open
+    on it in this process (a second Store() in the same process would corrupt their view)."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if stat.S_IMODE(file.stat().st_mode) != 0o600:
+                os.chmod(file, 0o600)
+        except FileNotFoundError:
+            pass
+
+
+def save_session_env(session_dir: Path, target: Target) -> None:
+    """Keep ``target``'s --env values in its session directory (0600), the one place they are written:
+    re-attaching needs the whole target (a later ``%%cake --ray`` starts a copy of it with the values)."""
+    if not target.env:
+        return
+    fd = os.open(session_dir / SESSION_ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(target.env_dict(), handle)
+
+
+def session_target(row: SessionRow) -> Target:
+    """The full target of a session row: ``target_json`` (values masked) plus the session's env file.
+    Rows written before masking carry their values in ``target_json`` and have no env file."""
+    path = Path(row.session_dir) / SESSION_ENV_FILE
+    env = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return Target.from_dict(json.loads(row.target_json), env=env)
 
 
 def sessions_root(store: Store) -> Path:

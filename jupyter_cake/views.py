@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jupyter_cake.manager import Cake
-from jupyter_cake.store import SessionRow
+from jupyter_cake.manager.recovery import UNREACHABLE, is_unreachable_note
 from jupyter_cake.relay import journal_text
+from jupyter_cake.store import SessionRow
+from jupyter_cake.targets.envmask import mask_env_text
 
 
 def _ago(seconds: float | None) -> str:
@@ -42,9 +44,13 @@ def status_table(cake: Cake, show_all: bool = False) -> str:
         cost = "-"
         if fresh.price_per_hour:
             cost = f"${fresh.price_per_hour:.2f}/h, ${fresh.price_per_hour * (now - fresh.created) / 3600:.2f} so far"
-        where = _where(cake, fresh) if fresh.state in ("running", "starting") else ""
-        rows.append((fresh.id, fresh.name, fresh.state, where, _ago(now - fresh.created), idle, autostop, cost,
-                     fresh.reason if fresh.state not in ("running", "starting") else ""))  # fmt: skip
+        live = fresh.state in ("running", "starting")
+        where = _where(cake, fresh) if live else ""
+        unreachable = live and is_unreachable_note(fresh.reason)  # running, but its channel dropped: not stopped
+        # mask_env_text: names and reasons written before --env values were masked may still hold them.
+        rows.append((fresh.id, mask_env_text(fresh.name), UNREACHABLE if unreachable else fresh.state, where,
+                     _ago(now - fresh.created), idle, autostop, cost,
+                     mask_env_text(fresh.reason or "") if unreachable or not live else ""))  # fmt: skip
     if not rows:
         return "No live Cake sessions. Start one with `%cake use local` (or `%cake use <target>`)."
     return table(("SESSION", "NAME", "STATE", "WHERE", "UPTIME", "IDLE", "AUTOSTOP IN", "COST", "NOTE"), rows)

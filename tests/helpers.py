@@ -7,13 +7,14 @@ the `cake` command line, and the golden files of generated sbatch scripts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,56 @@ def nanny_pids(data_dir: Path) -> set[int]:
         if argv[1:4] == wanted and argv[4].startswith(str(data_dir)):
             pids.add(int(proc.name))
     return pids
+
+
+@functools.cache
+def shared_store() -> Any:
+    """One Store (one SQLite connection per thread) for a test process's own looks at the store. Opening
+    a second Store in a process that has one open closes a descriptor of the database file (Store makes
+    the file 0600 first), and POSIX drops the process's SQLite locks with it: concurrent writers then
+    corrupt the database (https://www.sqlite.org/howtocorrupt.html, 2.2)."""
+    from jupyter_cake.store import Store
+
+    return Store()
+
+
+def kill_starting(name: str, started: Callable[[Any], bool], *args: str, cwd: Path, env: dict[str, str] | None = None,
+                  timeout: float = 90) -> Any:
+    """`cake run` of a one-line script on a new session `name` (more `cake run` options in `args`), killed with
+    SIGKILL (its whole process group, as when a terminal goes away) as soon as `started(row)` says so of the
+    session's store row, polled while it starts; returns that row as it was when the starter died."""
+    store = shared_store()  # made before the starter can be creating the database file
+    script = cwd / "hello.py"
+    script.write_text("print('hello')\n")
+    argv = [sys.executable, "-m", "jupyter_cake.cli", "run", str(script), "--name", name, "--new", *args]
+    proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            rows = [r for r in store.find_session(name) if r.name == name and r.state == "starting"]
+            if rows and started(rows[0]):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return rows[0]
+            time.sleep(0.02)
+        output = proc.stdout.read().decode(errors="replace") if proc.poll() is not None and proc.stdout else ""
+        raise AssertionError(f"session {name} never reached the moment to kill its start: {output[-2000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def background(work: Callable[[], object]) -> Iterator[None]:
+    """Run ``work`` in a thread while the body runs (a fault injected under a running cell); joined after."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 class Recorder(NotebookClient):

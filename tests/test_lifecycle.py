@@ -6,10 +6,13 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from helpers import Notebook, cake_cli, nanny_pids, open_notebook, text
+from helpers import Notebook, cake_cli, kill_starting, nanny_pids, open_notebook, shared_store, text
 
 from jupyter_cake.procs import pid_alive
 from jupyter_cake.store import Store
@@ -209,3 +212,79 @@ def test_down_after_the_nanny_was_killed_stops_what_the_session_started(fresh_no
     while pid_alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(child), "a process the session started outlived `cake down`"
+
+
+def _nanny_running(row: Any) -> bool:
+    return bool(nanny_pids(Path(row.session_dir)))
+
+
+def _nanny_reported(row: Any) -> bool:
+    """The nanny wrote nanny.json, then sends its report: the starter has not stored its pid yet, or just has."""
+    return (Path(row.session_dir) / "nanny.json").exists()
+
+
+def _status_line(session_id: str) -> str:
+    status = cake_cli("status", "--all")
+    return next((ln for ln in status.stdout.splitlines() if ln.startswith(session_id)), f"(no line in {status.stdout!r})")
+
+
+def test_a_start_killed_as_the_nanny_reported_is_reaped_by_the_next_status(tmp_path: Path) -> None:
+    """kill -9 of the starting process (here `cake run`) as its nanny reports: the nanny serves on, holding
+    this machine for the idle window, and its pid may never have reached the store. The next `cake status`
+    sees that the starter is gone, stops that nanny, and says the start failed."""
+    row = kill_starting("killed-start", _nanny_reported, "--target", "local", cwd=tmp_path)
+    line = _status_line(row.id)
+    assert not nanny_pids(Path(row.session_dir)), "the killed start's nanny still runs after `cake status`"
+    assert "failed" in line and "start was interrupted" in line and "pid" in line, line
+
+
+def test_down_of_a_killed_start_releases_it_and_says_so(tmp_path: Path) -> None:
+    """The same kill, then `cake down NAME` at once: it stops that nanny and says the start had been interrupted."""
+    row = kill_starting("killed-down", _nanny_reported, "--target", "local", cwd=tmp_path)
+    down = cake_cli("down", "killed-down")
+    assert not nanny_pids(Path(row.session_dir)), "the killed start's nanny outlived `cake down`"
+    assert down.returncode == 0 and "is down: its start was interrupted" in down.stdout, down
+    assert "failed" in _status_line(row.id)
+
+
+def test_status_while_another_process_starts_a_session_leaves_the_start_alone(tmp_path: Path) -> None:
+    """A start in progress in a live process (its kernel slowed by a sitecustomize that sleeps) is neither
+    reaped nor declared stopped by a `cake status` meanwhile; the start then completes."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(1.5)\n")
+    script = tmp_path / "hello.py"
+    script.write_text("print('hello')\n")
+    argv = [sys.executable, "-m", "jupyter_cake.cli", "run", str(script), "--target", "local", "--name", "slow-start",
+            "--new", "--env", f"PYTHONPATH={slow}"]  # fmt: skip
+    store = shared_store()  # made before the starter can be creating the database file
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        row = None
+        while row is None and time.monotonic() < deadline:
+            rows = [r for r in store.find_session("slow-start") if r.state == "starting"]
+            row = rows[0] if rows and _nanny_running(rows[0]) else None
+            time.sleep(0.02)
+        assert row is not None, f"the start never got as far as a nanny: {proc.poll()} {cake_cli('status', '--all').stdout}"
+        line = _status_line(row.id)
+        assert "starting" in line, line
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0 and "hello" in out, out
+        assert "running" in _status_line(row.id)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cake_cli("down", "slow-start")
+
+
+def test_the_next_start_of_the_name_releases_what_a_killed_start_left(tmp_path: Path) -> None:
+    """The same kill, then the user simply runs again with the same name: that start releases the old nanny
+    first (no second session holds the machine) and starts a fresh session."""
+    row = kill_starting("killed-again", _nanny_reported, "--target", "local", cwd=tmp_path)
+    again = subprocess.run([sys.executable, "-m", "jupyter_cake.cli", "run", str(tmp_path / "hello.py"), "--target", "local",
+                            "--name", "killed-again", "--down"], check=False, capture_output=True, text=True, timeout=90)  # fmt: skip
+    assert again.returncode == 0 and "hello" in again.stdout, again
+    assert not nanny_pids(Path(row.session_dir)), "the killed start's nanny outlived the next start"
+    assert "failed" in _status_line(row.id) and "start was interrupted" in _status_line(row.id)

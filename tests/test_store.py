@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import stat
 import time
@@ -46,6 +47,70 @@ def test_wal_mode_schema_version_and_private_directory(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert stat.S_IMODE(store.path.parent.stat().st_mode) == 0o700
+
+
+def test_the_database_is_0600_and_the_data_dir_0700_even_when_they_existed_looser(tmp_path: Path) -> None:
+    # A store made by an older Cake (or another tool) under the usual umask: 0644 files in a 0755 dir.
+    root = tmp_path / "data"
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    path = root / "cake.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        os.chmod(file, 0o644)
+    store = Store(path)
+    store.add_session(_session("s-abc", tmp_path))
+    conn.close()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    # a new store is private from its first byte: the files SQLite makes copy the database's mode
+    fresh = Store(tmp_path / "new" / "cake.db")
+    fresh.add_session(_session("s-def", tmp_path))
+    for file in fresh.path.parent.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+def _database_locked_elsewhere(path: str) -> bool:
+    """Whether another process holds one of SQLite's shared locks on the database file (its lock bytes
+    sit at 1 GiB + 2 .. + 512, whatever the file's size)."""
+    import fcntl
+
+    with open(path, "r+b") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)
+        except OSError:
+            return True
+        return False
+
+
+def test_opening_the_store_again_keeps_the_locks_of_its_open_connections(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops all of this process's POSIX locks on it, SQLite's included:
+    a second Store() in a process (the IDE proxy opens several) must not open and close the database
+    file itself, or another process takes this one's open connection for gone (and checkpoints under it)."""
+    path = tmp_path / "cake.db"
+    first = Store(path)
+    conn = first._conn()
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sessions").fetchone()  # a read transaction: SHARED on the file
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_database_locked_elsewhere, (str(path),))
+        Store(path)
+        assert pool.apply(_database_locked_elsewhere, (str(path),)), "Store() dropped the open connection's lock"
+    conn.execute("COMMIT")
+
+
+def test_a_shared_sticky_data_dir_is_left_alone(tmp_path: Path) -> None:
+    # CAKE_DATA_DIR=/tmp must not make /tmp private to one user; the store files in it still are.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    store = Store(shared / "cake.db")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
 
 
 def test_a_store_from_a_newer_version_is_refused_with_a_clear_message(tmp_path: Path) -> None:

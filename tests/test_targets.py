@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
+import re
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable
@@ -313,7 +316,7 @@ def test_env_and_repeat_semantics() -> None:
         "local",
         "slurm/hpc/gpu --gpus A100:1 --cpus 8+ --memory 32",
         "k8s/ctx --gpus 4 --memory 0.5+ --nodes 3 --image 'ghcr.io/x/y:1' --workdir '/a b'",
-        "aws/us-east-1 --idle-minutes 0.05 --env PATH=/bin:/usr/bin --option account=p42",
+        "aws/us-east-1 --idle-minutes 0.05 --option account=p42",
         "gcp --cpus 1e-05 --memory 123456789.125",
     ],
 )
@@ -327,15 +330,52 @@ def test_canonical_is_deterministic_and_ignores_order() -> None:
     a = parse_target("slurm/hpc --env B=2 --env A=1 --memory 32 --gpus A100")
     b = parse_target("Slurm/hpc --gpus A100:1 --memory=32.0 --env A=1 --env B=2")
     assert a == b
-    assert a.canonical() == b.canonical() == "slurm/hpc --gpus A100:1 --memory 32 --env A=1 --env B=2"
+    assert a.canonical() == b.canonical()
+    assert re.fullmatch(r"slurm/hpc --gpus A100:1 --memory 32 --env A=\*\*\*@[0-9a-f]{8} --env B=\*\*\*@[0-9a-f]{8}", a.canonical())
     assert parse_target("slurm/hpc --gpus A100:2").canonical() != a.canonical()
+
+
+def test_canonical_masks_env_values_and_tells_changed_values_apart() -> None:
+    # The canonical text is the default session name and the store's target column: never a value in it.
+    secret = "hf_" + secrets.token_hex(12)
+    t = parse_target(["aws", "--env", f"HF_TOKEN={secret}", "--env", "PATH=/bin:/usr/bin"])
+    assert secret not in t.canonical() and "/bin" not in t.canonical()
+    assert secret not in json.dumps(t.to_dict(env_values=False))
+    # the same values: the same text (re-attach finds the session); another value: other text (a new
+    # session with the new token, never the old session still holding the old one)
+    assert t.canonical() == parse_target(["aws", "--env", "PATH=/bin:/usr/bin", "--env", f"HF_TOKEN={secret}"]).canonical()
+    assert t.canonical() != parse_target(["aws", "--env", f"HF_TOKEN={secret}x", "--env", "PATH=/bin:/usr/bin"]).canonical()
+    # the digest is keyed per user (CAKE_DATA_DIR's env.key, 0600): not a plain hash anyone can recompute
+    plain = hashlib.sha256(f"HF_TOKEN\0{secret}".encode()).hexdigest()
+    assert plain[:8] not in t.canonical()
+    # everything but the values still parses back; a masked value pasted back is refused, with the fix
+    bare = dataclasses.replace(t, env=())
+    assert roundtrip(bare) == bare
+    message = refusal(parse_target, t.canonical())
+    assert "is a masked value" in message and "--env HF_TOKEN=VALUE" in message and secret not in message
+    masked = t.to_dict(env_values=False)
+    assert Target.from_dict(json.loads(json.dumps(masked)), env=t.env_dict()) == t
+    message = refusal(Target.from_dict, masked)
+    assert "HF_TOKEN, PATH" in message and "env file" in message
+
+
+def test_mask_env_text_masks_lines_written_before_masking() -> None:
+    from jupyter_cake.targets.envmask import mask_env_text
+
+    assert mask_env_text("local --cpus 2 --env HF_TOKEN=hf_abc --env 'A=x y' --env=B=2") == (
+        "local --cpus 2 --env HF_TOKEN=*** --env A=*** --env=B=***"
+    )
+    assert mask_env_text("my-session") == "my-session"
+    assert mask_env_text("it's broken --env K=v") == "it's broken --env K=***"  # unbalanced quote: word by word
+    masked = parse_target("local --env K=v").canonical()
+    assert mask_env_text(masked) == masked
 
 
 @pytest.mark.parametrize("value", NASTY_VALUES)
 def test_env_values_are_stored_verbatim(value: str) -> None:
     t = parse_target(["local", "--env", f"X={value}"])
     assert t.env_dict() == {"X": value}
-    again = roundtrip(t)
+    again = Target.from_dict(json.loads(json.dumps(t.to_dict(env_values=False))), env=t.env_dict())
     assert again.env_dict() == {"X": value}
     assert again == t
     assert Target.from_dict(json.loads(json.dumps(t.to_dict()))) == t
@@ -405,8 +445,8 @@ def test_named_target_defaults(tmp_path: pathlib.Path, monkeypatch: pytest.Monke
     assert t.env_dict() == {"HF_HOME": "/scratch/hf", "OMP_NUM_THREADS": "8"}
     assert t.options == (("account", "proj42"), ("exclusive", "true"))
     assert resolve_target("cpu") == Target("local", name="cpu", cpus=Quantity(4))
-    # canonical() drops the name but keeps everything that matters for the session
-    assert roundtrip(t) == dataclasses.replace(t, name=None)
+    # canonical() drops the name (and masks the --env values) but keeps everything else of the session
+    assert roundtrip(dataclasses.replace(t, env=())) == dataclasses.replace(t, name=None, env=())
 
 
 def test_named_target_line_overrides(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ A backend turns a Target into a running nanny and gives the engine local endpoin
     start_nanny(allocation) -> NannyInfo  start the nanny inside it; it reports the kernel's connection info
     open_channel(allocation, info)        local endpoints (tunnels where needed) for the Jupyter protocol
     status / logs / cancel / release      lifecycle
+    intent(target, session_dir) -> dict   what will name the allocation, stored before allocate() runs
     price_per_hour(target)                where a catalog knows it
 
 Backends are registered under the entry point group ``jupyter_cake.backends`` so third parties can add
@@ -120,9 +121,12 @@ class Channel:
         return remote_port
 
     def repair(self) -> bool:
-        """Re-establish a dropped transport (e.g. an SSH master). True if something was repaired,
-        so a failed liveness check is worth retrying."""
-        return False
+        """Make sure the transport stands, re-establishing it if it dropped (e.g. an SSH master and its
+        forwards). True if it stands now, so a ping is worth trying; False if it could not be brought
+        back (yet). Called again and again, with backoff, while a session can't be reached: it must be
+        idempotent and must not raise. A direct connection (this machine's loopback) has nothing to
+        repair: True."""
+        return True
 
 
 class Backend(abc.ABC):
@@ -134,8 +138,19 @@ class Backend(abc.ABC):
     # nanny's --service arguments, and batch lines where the backend writes a batch script).
     runs_node_services: ClassVar[bool] = False
 
+    def intent(self, target: Target, session_dir: Path) -> dict[str, Any]:
+        """What will identify this session's allocation, known before ``allocate`` holds anything (a
+        Slurm job name and its login node, a Pod's name and cluster). The engine stores it in the
+        session row first, so that when the starting process dies half-way (kill -9, a second Ctrl-C,
+        a timed-out SSH call whose sbatch went through), ``release`` of an Allocation holding only this
+        data still finds what was created and frees it. No side effects. Backends whose ``release``
+        finds everything from the session directory alone (local) need none."""
+        return {}
+
     @abc.abstractmethod
-    def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation: ...
+    def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
+        """Hold resources for a session; ``data`` starts from ``intent``. If it raises, it leaves
+        nothing held (what it may have created is freed before the error propagates)."""
 
     @abc.abstractmethod
     def start_nanny(
@@ -154,7 +169,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def release(self, allocation: Allocation) -> None:
-        """Free everything the allocation holds; safe to call twice."""
+        """Free everything the allocation holds; safe to call twice. Also given partial data (only
+        ``intent``'s, from a start that was cut short): then it finds what exists by name or session
+        directory, and frees that."""
 
     def cancel(self, allocation: Allocation) -> None:
         """Give up an allocation that is still pending; by default the same as release."""

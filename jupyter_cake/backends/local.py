@@ -36,6 +36,24 @@ def _pid_alive(pid: int) -> bool:
     return pid_alive(pid)
 
 
+def _nanny_of(session_dir: Path) -> int | None:
+    """The pid of the nanny running for ``session_dir``, found by its command line: what identifies a
+    local allocation whose pid never reached the store (its starting process was killed)."""
+    wanted = ["-m", "jupyter_cake.nanny", "--session-dir", str(session_dir)]
+    if not Path("/proc").is_dir():
+        return None  # not Linux: only a recorded pid finds the nanny
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # it just exited
+            continue
+        if argv[1:5] == wanted and pid_alive(int(proc.name)):
+            return int(proc.name)
+    return None
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -143,9 +161,15 @@ class LocalBackend(Backend):
         pid = allocation.data.get("pid")
         return f"pid {pid} on this machine" if pid else ""
 
-    def status(self, allocation: Allocation) -> str:
+    @staticmethod
+    def _pid(allocation: Allocation) -> int | None:
+        """The nanny's pid: recorded once it reported, else (a start cut short) found by session directory."""
         pid = allocation.data.get("pid")
-        return "running" if pid and _pid_alive(int(pid)) else "stopped"
+        return int(pid) if pid else _nanny_of(allocation.session_dir)
+
+    def status(self, allocation: Allocation) -> str:
+        pid = self._pid(allocation)
+        return "running" if pid and _pid_alive(pid) else "stopped"
 
     def logs(self, allocation: Allocation) -> str:
         parts = [_tail(allocation.session_dir / name, 200) for name in ("nanny.log", "kernel.log")]
@@ -158,10 +182,9 @@ class LocalBackend(Backend):
             groups.stop_recorded(allocation.session_dir)
 
     def _stop_nanny(self, allocation: Allocation) -> None:
-        pid = allocation.data.get("pid")
-        if not pid or not _pid_alive(int(pid)):
+        pid = self._pid(allocation)
+        if not pid or not _pid_alive(pid):
             return
-        pid = int(pid)
         os.kill(pid, signal.SIGTERM)  # the nanny stops its kernel and writes its final state
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and _pid_alive(pid):

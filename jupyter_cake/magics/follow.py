@@ -11,6 +11,7 @@ from typing import Any
 
 from jupyter_cake import widget
 from jupyter_cake.errors import CakeError, RunTimeout
+from jupyter_cake.magics.context import StatusLine
 from jupyter_cake.manager import Handle
 from jupyter_cake.relay import Relay
 
@@ -25,6 +26,32 @@ class Follower:
     def __init__(self, header: widget.RunHeader | None = None) -> None:
         self.header = header  # the in-cell run header, ticked while waiting
         self.interrupted = False
+        self._outage: StatusLine | None = None  # "reconnecting (N s)", updated in place while unreachable
+        self._outage_shown = -1
+
+    def _show_reconnecting(self, handle: Handle) -> None:
+        """While the channel is down: one line in the cell counting the seconds, and the header says so;
+        once the session answers again, the line says how long it took and the relay goes on."""
+        seconds = handle.reconnecting
+        if seconds is None:
+            if self._outage is not None:
+                self._outage(f"session {handle.id} reachable again; the run goes on")
+                self._outage, self._outage_shown = None, -1
+                self._header_state("running")
+            return
+        if int(seconds) == self._outage_shown:
+            return
+        if self._outage is None:
+            self._outage = StatusLine()
+            self._header_state("reconnecting")
+        self._outage_shown = int(seconds)
+        self._outage(f"session {handle.id} unreachable: reconnecting ({self._outage_shown} s); it was not stopped, "
+                     "Ctrl-C stops waiting", transient=True)  # fmt: skip
+
+    def _header_state(self, state: str) -> None:
+        if self.header is not None:
+            self.header.state = state
+            self.header.tick(force=True)
 
     def follow(
         self, handle: Handle, future: Any, sink: queue.SimpleQueue[Any], relay: Relay, timeout: float | None,
@@ -58,6 +85,8 @@ class Follower:
             except queue.Empty:
                 pass
             except KeyboardInterrupt:
+                if handle.reconnecting is not None:  # nothing to interrupt through: stop waiting, keep the session
+                    raise handle.stop_reconnecting() from None
                 if self.interrupted:
                     raise  # a second Ctrl-C: stop waiting
                 self.interrupted = True
@@ -76,7 +105,8 @@ class Follower:
             now = time.monotonic()
             if self.header is not None:
                 self.header.tick()
-            handle.check_probe()  # the session may end under a running cell (allocation lost)
+            handle.check_probe()  # the channel may drop, the session may end under a running cell
+            self._show_reconnecting(handle)
             if now - last_check > LIVENESS_CHECK_S:
                 last_check = now
                 handle.probe()

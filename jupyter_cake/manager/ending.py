@@ -9,9 +9,11 @@ from typing import Any
 from jupyter_cake.backends import get_backend
 from jupyter_cake.errors import CakeError, SessionGone
 from jupyter_cake.manager.handle import LIVENESS_TIMEOUT_S
+from jupyter_cake.manager.recovery import note_reachable, note_unreachable
 from jupyter_cake.manager.state import CakeState
 from jupyter_cake.nanny.journal import read_runs
 from jupyter_cake.store import FINAL_RUN_STATES, SessionRow
+from jupyter_cake.targets.envmask import retype_hint
 
 
 class Ending(CakeState):
@@ -37,12 +39,14 @@ class Ending(CakeState):
                 pass
 
     def gone(self, row: SessionRow) -> SessionGone:
-        """Record that ``row`` ended and build the error that tells the user why and what to do."""
+        """Record that ``row`` ended and build the error that tells the user why and what to do.
+        Only for a session the backend (or the user) ended: one that merely doesn't answer is unreachable
+        (``Handle`` reconnects; ``refresh`` notes it), and its allocation must not be released."""
         self.mark_stopped(row)
         fresh = self.store.session(row.id) or row
         return SessionGone(
             f"Session {row.id} ({row.name}) has stopped: {fresh.reason}. "
-            f"Start a new one with `%cake use {row.target}`; `%cake runs` keeps the old runs' output."
+            f"Start a new one with `%cake use {retype_hint(row.target)}`; `%cake runs` keeps the old runs' output."
         )
 
     def _close_runs(self, row: SessionRow) -> None:
@@ -56,18 +60,25 @@ class Ending(CakeState):
                 self.store.update_run(run.id, state="lost", ended=time.time())
 
     def refresh(self, row: SessionRow) -> dict[str, Any] | None:
-        """Ask a live session for its state (and settle its detached runs); None if it has ended."""
+        """Ask a live session for its state (and settle its detached runs); None if it has ended or
+        can't be reached now. A session that doesn't answer is recorded as stopped only when its backend
+        says the allocation ended; otherwise it stays running, noted as unreachable (``cake status``)."""
         if row.state not in ("starting", "running"):
             return None
         handle = self.connect(row)
         if handle is None:
+            note_unreachable(self.store, row.id)  # connect() already recorded an allocation that ended
             return None
         try:
             ping = handle.nanny("ping")
             runs = handle.nanny("runs")["runs"]
         except SessionGone:
-            self.mark_stopped(row)
+            if get_backend(row.backend).status(self._allocation(row)) == "stopped":
+                self.mark_stopped(row)
+            else:
+                note_unreachable(self.store, row.id)
             return None
+        note_reachable(self.store, row.id)
         for run in self.store.runs(session_id=row.id, states=("queued", "running"), limit=10_000):
             record = runs.get(run.id)
             if record and record["state"] in FINAL_RUN_STATES:
@@ -76,6 +87,8 @@ class Ending(CakeState):
 
     def down(self, row: SessionRow, reason: str = "stopped by the user (cake down)") -> None:
         row = self.store.session(row.id) or row  # the caller's copy may predate the allocation details
+        if self.reap_dead_start(row, strict=True) is not None:
+            return  # its start had been killed half-way: what that left is released now
         backend = get_backend(row.backend)
         if row.id not in self._handles and row.state == "running":
             try:

@@ -12,14 +12,17 @@ from typing import Any, Protocol
 
 from jupyter_cake import engine
 from jupyter_cake.backends.base import Allocation, Backend
-from jupyter_cake.errors import SessionGone
+from jupyter_cake.errors import CakeError, SessionGone, SessionUnreachable
+from jupyter_cake.manager.recovery import Recovery, note_reachable, note_unreachable
 from jupyter_cake.session import Outcome, RemoteSession, Sink
 from jupyter_cake.store import RunRow, SessionRow, Store, new_id
 from jupyter_cake.targets import Target
+from jupyter_cake.targets.envmask import retype_hint
 
 START_TIMEOUT_S = 120.0
 LIVENESS_PING_AFTER_S = 1.0  # a session silent for longer is pinged before a run is sent to it
 LIVENESS_TIMEOUT_S = 3.0
+DISCONNECT_GRACE_S = 0.5  # iopub down for longer (its socket monitor says so): the channel is repaired
 
 
 class Owner(Protocol):
@@ -43,6 +46,7 @@ class Handle:
     remote: RemoteSession
     cake: Owner
     _probe: Any = None  # concurrent future of a background liveness ping
+    _recovery: Recovery | None = None  # the channel dropped: getting it back (recovery.py)
     closed: bool = False  # disconnected: its sockets are gone, whoever still holds it gets SessionGone
 
     @property
@@ -50,39 +54,104 @@ class Handle:
         return self.row.id
 
     def ensure_alive(self) -> None:
-        """Raise SessionGone (with the nanny's reason) instead of sending work into the void."""
-        if time.monotonic() - self.remote.last_seen < LIVENESS_PING_AFTER_S:
-            return
+        """Make sure the session answers before work is sent to it: after a failed ping, wait until the
+        channel is back. Raises SessionGone only when the backend says the allocation ended, and
+        SessionUnreachable when it can't be reached for too long (the session is kept)."""
+        if self._recovery is None:
+            if time.monotonic() - self.remote.last_seen < LIVENESS_PING_AFTER_S:
+                return
+            try:
+                self.nanny("ping", timeout=LIVENESS_TIMEOUT_S)
+                return
+            except SessionGone:
+                self._start_recovery()
+        recovery = self._recovery
+        assert recovery is not None
         try:
-            self.nanny("ping", timeout=LIVENESS_TIMEOUT_S)
-        except SessionGone:
-            if not self.repaired():
-                raise self.cake.gone(self.row) from None
+            recovery.future.result()
+        except KeyboardInterrupt:
+            raise self.stop_reconnecting() from None
+        self._settle(recovery)
 
     def probe(self) -> None:
         """Start a liveness ping in the background if the session has been silent for a while.
 
         A run is sent at once and the ping travels beside it, so a warm cell never waits for it;
-        ``check_probe`` turns a failed ping into the SessionGone error while the cell waits."""
-        if self._probe is None and time.monotonic() - self.remote.last_seen >= LIVENESS_PING_AFTER_S:
+        ``check_probe`` turns a failed ping into a reconnect while the cell waits."""
+        if self._probe is None and self._recovery is None and time.monotonic() - self.remote.last_seen >= LIVENESS_PING_AFTER_S:
             self._probe = engine.submit(self.remote.nanny("ping", timeout=LIVENESS_TIMEOUT_S))
 
     def check_probe(self) -> None:
-        probe = self._probe
-        if probe is None or not probe.done():
+        """Called while a run is followed: a failed ping or a dropped iopub connection starts a reconnect
+        (``reconnecting`` then says for how long). Raises SessionGone once the backend says the allocation
+        ended, SessionUnreachable when not even the backend answers for too long."""
+        recovery = self._recovery
+        if recovery is not None:
+            if recovery.future.done():
+                self._settle(recovery)
             return
-        self._probe = None
-        if isinstance(probe.exception(), SessionGone) and not self.repaired():
+        probe = self._probe
+        if probe is not None and probe.done():
+            self._probe = None
+            if not probe.cancelled() and isinstance(probe.exception(), SessionGone):
+                self._start_recovery()
+            return
+        down = self.remote.disconnected_since
+        if down is not None and time.monotonic() - down > DISCONNECT_GRACE_S:
+            self._start_recovery()
+
+    @property
+    def reconnecting(self) -> float | None:
+        """Seconds since the channel dropped while Cake reconnects; None when the session answers."""
+        recovery = self._recovery
+        return None if recovery is None else recovery.seconds
+
+    def stop_reconnecting(self) -> SessionUnreachable:
+        """The user stopped waiting (Ctrl-C): the session stays, marked unreachable; the error to show."""
+        recovery, self._recovery = self._recovery, None
+        if recovery is not None:
+            recovery.cancel()
+        return SessionUnreachable(self._unreachable_text("Stopped waiting for it"))
+
+    def _start_recovery(self) -> None:
+        if self._recovery is not None:
+            return
+        self._recovery = Recovery(self.repaired, lambda: self.backend.status(self.allocation))
+        note_unreachable(self.cake.store, self.id, self._recovery.started_wall)
+
+    def _settle(self, recovery: Recovery) -> None:
+        """Act on a finished recovery's verdict: resume, or raise why not."""
+        self._recovery = None
+        verdict = recovery.future.result()
+        if verdict == "reachable":
+            note_reachable(self.cake.store, self.id)
+            engine.loop().call_soon_threadsafe(self.remote.mark_gap)  # what iopub dropped meanwhile
+            return
+        if verdict == "stopped":  # the backend's own word: now, and only now, the session is dead
             raise self.cake.gone(self.row)
+        raise SessionUnreachable(self._unreachable_text(f"Gave up after {recovery.seconds:.0f} s"))
+
+    def _unreachable_text(self, what: str) -> str:
+        return (
+            f"Session {self.id} ({self.row.name}) cannot be reached: its channel dropped. {what}; the session "
+            f"was NOT stopped (its allocation may still be running, and billing). Once the network is back, "
+            f"re-attach with `%cake use {retype_hint(self.row.target)}` (a run that was going on: `%cake attach RUN`, ids "
+            f"in `%cake runs`); `%cake down {self.id}` stops it."
+        )
 
     def repaired(self) -> bool:
-        """After a failed ping: if the channel (e.g. an SSH tunnel) dropped but could be brought back
-        and the nanny answers again, the session is fine."""
-        if not self.remote.channel.repair():
+        """One attempt to bring the channel back: the transport (e.g. an SSH tunnel) re-established
+        if it dropped, and the nanny answering again."""
+        try:
+            if not self.remote.channel.repair():
+                return False
+        except CakeError:
+            raise  # a cause the user must see (e.g. a refused host key), not a link that is still down
+        except Exception:  # noqa: BLE001 - a repair that fails is one more failed attempt; the next may work
             return False
         try:
             self.nanny("ping", timeout=LIVENESS_TIMEOUT_S)
-        except SessionGone:
+        except CakeError:  # no answer yet (or a closed handle: its session was recorded as ended)
             return False
         return True
 

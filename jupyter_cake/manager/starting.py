@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ from jupyter_cake import engine
 from jupyter_cake.addons import addons_for
 from jupyter_cake.backends import get_backend
 from jupyter_cake.backends.base import Allocation, Backend, NannyInfo, Progress, idle_minutes, no_progress
-from jupyter_cake.errors import CakeError
+from jupyter_cake.errors import CakeError, ChannelRefused
 from jupyter_cake.manager.handle import Handle
 from jupyter_cake.manager.state import CONNECTION_FILE, CakeState
+from jupyter_cake.procs import pid_alive, process_start_time
 from jupyter_cake.session import RemoteSession
-from jupyter_cake.store import SessionRow, new_id, private_dir, sessions_root
+from jupyter_cake.store import SessionRow, new_id, private_dir, save_session_env, session_target, sessions_root
 from jupyter_cake.targets import Target
 
 REATTACH_TIMEOUT_S = 10.0
@@ -43,6 +45,35 @@ def _write_private_json(path: Path, data: dict[str, Any]) -> None:
         json.dump(data, handle)
 
 
+# In a starting session's allocation data: the process starting it ({pid, host, since}), or None once
+# that process gave up half-way (interrupted while cleaning up). A row stuck in "starting" whose starter
+# is gone is reaped: what its backend may hold (found from the intent data) is released.
+STARTER = "starter"
+
+
+def _starter() -> dict[str, Any]:
+    pid = os.getpid()
+    # The start time tells this process from a later one that reuses its pid.
+    return {"pid": pid, "host": socket.gethostname(), "since": process_start_time(pid)}
+
+
+def dead_start(row: SessionRow) -> str | None:
+    """Why ``row``'s start can never finish (the process starting it is gone), or None while it may
+    (still starting, elsewhere or here, or not "starting" at all)."""
+    data = row.allocation_data
+    if row.state != "starting" or STARTER not in data:
+        return None  # a row written by an older Cake has no starter record: nobody can tell
+    starter = data[STARTER]
+    if starter is None:
+        return "the start was interrupted while it cleaned up"
+    if starter.get("host") != socket.gethostname():
+        return None  # started on another machine sharing this store: its process can't be checked here
+    pid = int(starter["pid"])
+    if pid_alive(pid) and starter.get("since") in (None, process_start_time(pid)):
+        return None
+    return f"the process that started it (pid {pid}) is gone"
+
+
 class Starting(CakeState):
     def use(
         self,
@@ -66,6 +97,8 @@ class Starting(CakeState):
             timeout = backend.start_timeout
         if not new:
             row = self.store.live_session(name, owner)
+            if row is not None and self.reap_dead_start(row) is not None:
+                row = None  # a killed start of this name: what it held is released now; start afresh
             if row is not None and row.target == target.canonical():
                 handle = self.connect(row)
                 if handle is not None:
@@ -80,17 +113,25 @@ class Starting(CakeState):
         session_id = new_id("s-")
         session_dir = private_dir(sessions_root(self.store) / session_id)
         now = time.time()
+        starter = _starter()
         row = SessionRow(
             id=session_id, name=name, owner=owner, target=target.canonical(),
-            target_json=json.dumps(target.to_dict()), backend=backend.name, state="starting",
-            session_dir=str(session_dir), created=now, updated=now,
+            target_json=json.dumps(target.to_dict(env_values=False)), backend=backend.name, state="starting",
+            session_dir=str(session_dir), created=now, updated=now, allocation=json.dumps({STARTER: starter}),
             price_per_hour=backend.price_per_hour(target), idle_minutes=idle_minutes(target),
         )  # fmt: skip
+        save_session_env(session_dir, target)  # --env values: only there (0600); the row has them masked
         self.store.add_session(row)
+        # Before anything is held, the row says what will name it (job name, Pod name...), so if this
+        # process dies during the start, whoever looks next finds the allocation and releases it.
+        intent: dict[str, Any] | None = None
         allocation: Allocation | None = None
         try:
+            intent = {**backend.intent(target, session_dir), STARTER: starter}
+            self.store.update_session(session_id, allocation=json.dumps(intent))
             progress(f"starting session {session_id} on {target.describe()}", transient=True)
             allocation = backend.allocate(target, session_dir, progress)
+            allocation.data[STARTER] = starter
             self.store.update_session(session_id, allocation=json.dumps(allocation.data))
             info = backend.start_nanny(allocation, target, progress, timeout)
             if allocation.data.get("price_per_hour") is not None:  # known only once launched (SkyPilot)
@@ -102,10 +143,26 @@ class Starting(CakeState):
             handle = self._open(row, target, backend, allocation, info, timeout)
             for addon in addons_for(target):  # e.g. the Ray head, booting beside the kernel
                 addon.ready(handle, progress)
+            stored = self.store.session(session_id)
+            if stored is not None and stored.state != "starting":  # `cake down` meanwhile: don't revive it
+                self._handles.pop(session_id, None)
+                handle.close()
+                raise CakeError(f"Session {session_id} ({name}) was stopped while it started: {stored.reason}.")
         except BaseException as exc:
-            # Nothing may be left running behind a failed start (including Ctrl-C during it).
-            if allocation is not None:
-                backend.release(allocation)
+            # Nothing may be left running behind a failed start (including Ctrl-C during it). An error
+            # of allocate's own (CakeError) comes with whatever it made already freed; anything else
+            # (Ctrl-C, a timed-out call) may have left an allocation that only the intent names.
+            held = allocation
+            if held is None and intent is not None and not isinstance(exc, CakeError):
+                held = Allocation(backend.name, session_dir, dict(intent))
+            try:
+                if held is not None:
+                    backend.release(held)
+            except BaseException:
+                # Interrupted while cleaning up (a second Ctrl-C): the row stays "starting" with no
+                # starter, so the next `cake status`, start or `cake down` releases what is left.
+                self.store.update_session(session_id, allocation=json.dumps({**(held.data if held else {}), STARTER: None}))
+                raise
             reason = str(exc) if isinstance(exc, CakeError) else f"{type(exc).__name__}: {exc}"
             self.store.update_session(session_id, state="failed", reason=reason[:2000])
             raise
@@ -135,6 +192,10 @@ class Starting(CakeState):
         cached = self._handles.get(row.id)
         if cached is not None:
             return cached
+        if row.state == "starting":
+            row = self.store.session(row.id) or row  # the caller's copy may predate the starter record
+            if self.reap_dead_start(row) is not None or STARTER in row.allocation_data:
+                return None  # reaped now, or still being started by a live process: leave that alone
         backend = get_backend(row.backend)
         allocation = self._allocation(row)
         info_path = Path(row.session_dir) / CONNECTION_FILE
@@ -145,11 +206,36 @@ class Starting(CakeState):
         if status != "running" or row.state == "starting" or not info_path.exists():
             return None  # queued, unreachable right now, or still being started by another process
         info = NannyInfo.from_report(json.loads(info_path.read_text()))
-        target = Target.from_dict(json.loads(row.target_json))
+        target = session_target(row)  # with its --env values, from the session directory
         try:
             return self._open(row, target, backend, allocation, info, REATTACH_TIMEOUT_S, wait_kernel=False)
+        except ChannelRefused:
+            raise  # e.g. a changed host key: the user must see it, not a silent second session
         except CakeError:
             # The nanny did not answer: gone for good only if the backend agrees (it may be unreachable).
             if backend.status(allocation) == "stopped":
                 self.mark_stopped(row)
             return None
+
+    def reap_dead_start(self, row: SessionRow, strict: bool = False) -> str | None:
+        """If ``row`` is stuck in "starting" because the process starting it is gone, release what its
+        backend may hold (by job name, Pod name, session directory: the intent data) and record that
+        the start failed; returns what was done, for the user. None: not a dead start, left alone.
+        When the release fails (say, the cluster is unreachable) the row stays "starting" so a later
+        look tries again; ``strict`` raises that as a CakeError instead of returning it."""
+        why = dead_start(row)
+        if why is None:
+            return None
+        allocation = self._allocation(row)
+        allocation.data.pop(STARTER, None)
+        try:
+            get_backend(row.backend).release(allocation)
+        except Exception as exc:  # noqa: BLE001 - e.g. the cluster is unreachable: try again next time
+            note = f"its start was interrupted ({why}) and releasing what it holds failed: {exc}"
+            self.store.update_session(row.id, reason=note[:2000])
+            if strict:
+                raise CakeError(f"Session {row.id} ({row.name}): {note}. Try `cake down {row.id}` again.") from None
+            return note
+        note = f"its start was interrupted ({why}); released what it held"
+        self.store.update_session(row.id, state="failed", reason=note)
+        return note

@@ -21,6 +21,9 @@ class CakeState:
     def connect(self, row: SessionRow) -> Handle | None:  # starting.py
         raise NotImplementedError
 
+    def reap_dead_start(self, row: SessionRow, strict: bool = False) -> str | None:  # starting.py
+        raise NotImplementedError
+
     def mark_stopped(self, row: SessionRow, reason: str | None = None, release: bool = True) -> None:  # ending.py
         raise NotImplementedError
 

@@ -2,7 +2,8 @@
 
 Layout under the session directory::
 
-    journal/<run_id>.jsonl    one JSON object per iopub message whose parent is the run's execute_request
+    journal/<run_id>.jsonl    one JSON object per iopub message whose parent is the run's execute_request,
+                              numbered per run ("seq": 0, 1, 2... = its line), with the message's msg_id
     journal/runs.jsonl        one line per run state change (append-only, last line per run wins)
 
 JSON lines keep the journal readable with ``tail -f`` and let a reader resume from a line number.
@@ -66,10 +67,11 @@ class Journal:
         if msg_type == "error":
             content = json.loads(frames[4])
             run.error = f"{content.get('ename')}: {content.get('evalue')}"
+        seq = run.messages  # the line this entry gets: a client that saw N entries asks from N on
         run.messages += 1
         buffers = json.dumps([base64.b64encode(b).decode("ascii") for b in frames[5:]])
         line = (
-            f'{{"msg_id": {json.dumps(header["msg_id"])}, "msg_type": "{msg_type}", '
+            f'{{"seq": {seq}, "msg_id": {json.dumps(header["msg_id"])}, "msg_type": "{msg_type}", '
             f'"date": {json.dumps(header.get("date"))}, "content": {frames[4].decode()}, '
             f'"metadata": {frames[3].decode() or "{}"}, "buffers": {buffers}}}\n'
         )

@@ -16,6 +16,7 @@ from typing import Any
 from jupyter_cake.errors import CakeError
 from jupyter_cake.manager import Cake
 from jupyter_cake.store import LIVE_SESSION_STATES, RunRow, SessionRow
+from jupyter_cake.targets.envmask import mask_env_text
 
 RUN_STATES = ("queued", "running", "ok", "error", "aborted", "lost")
 MAX_LIMIT = 500
@@ -56,16 +57,17 @@ def session_json(row: SessionRow, ping: dict[str, Any] | None = None, pinged_at:
     from ``ping`` (the nanny's own idle clock) and ``pinged_at``."""
     target = _target_dict(row)
     live = row.state in LIVE_SESSION_STATES
+    # mask_env_text: rows written before --env values were masked may still hold them (name, target, reason).
     data: dict[str, Any] = {
         "id": row.id,
-        "name": row.name,
+        "name": mask_env_text(row.name),
         "owner": row.owner,
-        "target": row.target,
+        "target": mask_env_text(row.target),
         "infra": target.get("infra", row.target.split(" ")[0]),
         "gpus": _gpus(target),
         "backend": row.backend,
         "state": row.state,
-        "reason": None if live else row.reason,
+        "reason": None if live or row.reason is None else mask_env_text(row.reason),
         "where": _where(row) if live else "",
         "created": row.created,
         "updated": row.updated,

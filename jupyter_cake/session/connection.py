@@ -26,6 +26,7 @@ class Connection(Wire):
         super().__init__(channel, label)
         self._tasks: list[asyncio.Task[None]] = []
         self._nanny_lock = asyncio.Lock()
+        self._monitor: Any = None  # iopub's socket monitor (wire.py's _watch_iopub reads it)
 
     async def connect(self, timeout: float = 30.0, wait_kernel: bool = True) -> None:
         """Open the sockets. ``wait_kernel``: also wait until the kernel answers (a fresh session).
@@ -36,8 +37,10 @@ class Connection(Wire):
         self.control = self.client.connect_control()
         self.iopub = self.client.connect_iopub()
         self._nanny = self._new_nanny_socket()
+        self._monitor = self.iopub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._tasks = [
             asyncio.ensure_future(self._read_iopub()),
+            asyncio.ensure_future(self._watch_iopub(self._monitor)),
             asyncio.ensure_future(self._read_replies(self.shell)),
             asyncio.ensure_future(self._read_replies(self.control)),
         ]
@@ -92,6 +95,9 @@ class Connection(Wire):
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._monitor is not None:
+            self.iopub.disable_monitor()
+            self._monitor.close(linger=0)
         for name in ("shell", "control", "iopub", "_nanny"):
             sock = getattr(self, name, None)  # absent after connect_nanny_only()
             if sock is not None:

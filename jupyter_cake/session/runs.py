@@ -14,11 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jupyter_cake.errors import SessionGone
+from jupyter_cake.errors import CakeError, SessionGone
+from jupyter_cake.nanny.journal import JOURNALED_TYPES
 from jupyter_cake.session.connection import Connection
 from jupyter_cake.session.wire import Output, Sink, _Route
 
 IOPUB_GRACE_S = 1.0  # how long the idle status may trail the execute_reply before the journal fills in
+HEAL_LIMIT_S = 3.0  # after that, how long the journal may take to say the run ended
+FILL_TIMEOUT_S = 3.0  # one journal request while filling a gap (the channel may still be flaky)
+FILL_POLL_FIRST_S, FILL_POLL_MAX_S = 0.05, 1.0  # waiting for live outputs to resume after a gap
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Runs(Connection):
         return await self._finish(run_id, route)
 
     async def _finish(self, run_id: str, route: _Route) -> Outcome:
+        if not self._iopub_up.is_set():
+            self._hold(run_id, route)  # sent while iopub is down: its first outputs may be lost
         try:
             await self._until_idle(run_id, route)
             reply_future = self._replies.get(run_id)
@@ -89,10 +95,12 @@ class Runs(Connection):
                 except asyncio.TimeoutError:
                     reply = None
             content = (reply or {}).get("content", {})
-            status = content.get("status") or ("error" if route.error else "ok")
+            status = content.get("status") or route.final_state or ("error" if route.error else "ok")
             error = route.error or (content if status == "error" else None)
             return Outcome(run_id, status, error, content.get("execution_count"))
         finally:
+            if route.filler is not None:
+                route.filler.cancel()
             self._routes.pop(run_id, None)
             self._replies.pop(run_id, None)
 
@@ -112,15 +120,75 @@ class Runs(Connection):
                 await self._heal_from_journal(run_id, route)
 
     async def _heal_from_journal(self, run_id: str, route: _Route) -> None:
-        for _ in range(20):  # the nanny journals from its own subscription: give it a moment to catch up
-            journal = await self.nanny("journal", run_id=run_id)
-            for entry in journal["entries"]:
+        """The reply came, the idle status did not: the journal has the rest and says how the run ended."""
+        self._hold(run_id, route)
+        try:
+            await asyncio.wait_for(asyncio.shield(route.done), HEAL_LIMIT_S)
+        except asyncio.TimeoutError:
+            self._release(route)  # the journal could not say either: end with what arrived
+            if not route.done.done():
+                route.done.set_result(None)
+
+    # -- gaps: iopub may have dropped messages, the journal fills them in --------------------------------
+    def mark_gap(self) -> None:
+        """iopub's connection broke (or a ping failed): every run being followed holds its live outputs
+        and fills what it missed from the journal, so each output shows exactly once and in order."""
+        for run_id, route in list(self._routes.items()):
+            self._hold(run_id, route)
+
+    def _hold(self, run_id: str, route: _Route) -> None:
+        if route.held is None:
+            route.held = []
+        if route.filler is None or route.filler.done():
+            route.filler = asyncio.ensure_future(self._fill_gap(run_id, route))
+
+    async def _fill_gap(self, run_id: str, route: _Route) -> None:
+        """Deliver, in journal order, every journaled output of the run not delivered yet; then the held
+        live outputs not delivered yet. Live delivery resumes once the journal has caught up with the
+        first held output (from there on the subscription delivers everything) or the run has ended."""
+        poll = FILL_POLL_FIRST_S
+        while not route.done.done():
+            await self._iopub_up.wait()  # nothing to ask while the channel is down
+            since = route.journal_seq
+            try:
+                journal = await self.nanny("journal", timeout=FILL_TIMEOUT_S, run_id=run_id, since=since)
+            except CakeError:  # no answer yet (the channel is coming back): ask again
+                await asyncio.sleep(poll)
+                continue
+            entries = journal["entries"]
+            for entry in entries:
                 self._deliver(route, _output_from_journal(entry))
-            if (journal.get("run") or {}).get("state", "running") != "running":
-                break
-            await asyncio.sleep(0.1)
-        if not route.done.done():
+            route.journal_seq = max(route.journal_seq, since + len(entries))
+            state = (journal.get("run") or {}).get("state", "running")
+            if state != "running":
+                route.final_state = state
+                self._release(route, ended=True)
+                return
+            if self._caught_up(route):
+                self._release(route)
+                return
+            route.arrived.clear()
+            try:
+                await asyncio.wait_for(route.arrived.wait(), poll)
+            except asyncio.TimeoutError:
+                pass
+            poll = min(poll * 2, FILL_POLL_MAX_S)
+
+    @staticmethod
+    def _caught_up(route: _Route) -> bool:
+        """The journal reached the first held output that it journals: nothing before it is missing."""
+        first = next((o for o in route.held or () if o["msg_type"] in JOURNALED_TYPES), None)
+        return first is not None and first["msg_id"] in route.seen
+
+    def _release(self, route: _Route, ended: bool = False) -> None:
+        """Deliver the held live outputs not delivered yet and resume live delivery (no await inside:
+        nothing can interleave)."""
+        held, route.held = route.held or [], None
+        for output in held:
+            self._deliver_live(route, output)
+        if (ended or route.idle_held) and not route.done.done():
             route.done.set_result(None)
+        route.idle_held = False
 
     async def attach(self, run_id: str, sink: Sink) -> Outcome:
         """Replay everything ``run_id`` printed so far from the journal, then stream the rest live."""
@@ -134,9 +202,10 @@ class Runs(Connection):
             route.sink = sink
             for entry in journal["entries"]:
                 self._deliver(route, _output_from_journal(entry))
+            route.journal_seq = len(journal["entries"])
             replayed = len(route.seen)
             for output in live:  # arrived while the journal was fetched; duplicates are skipped
-                self._deliver(route, output)
+                self._deliver_live(route, output)
             run = journal.get("run")
             if run and run.get("state") != "running":
                 state = run["state"]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from jupyter_cake.backends.base import Channel
+from jupyter_cake.nanny.journal import JOURNALED_TYPES
 
 if TYPE_CHECKING:  # jupyter_client is imported when a session connects, not with jupyter_cake
     from jupyter_client.asynchronous import AsyncKernelClient
@@ -31,8 +32,17 @@ Sink = Callable[[Output], None]
 class _Route:
     sink: Sink | None
     done: asyncio.Future[None]
-    seen: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # msg_ids delivered: live, or from the journal
     error: dict[str, Any] | None = None
+    # Journal entries before this one are known to be delivered (the journal numbers a run's messages
+    # 0, 1, 2...): where a fetch after a gap starts, instead of from the run's first line.
+    journal_seq: int = 0
+    # While iopub may have dropped messages: live outputs wait here until the journal filled the gap.
+    held: list[Output] | None = None
+    idle_held: bool = False  # the idle status came while outputs were held: the run ends after the fill
+    final_state: str | None = None  # how the journal says the run ended, when its reply was lost
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a held output came
+    filler: asyncio.Task[None] | None = None
 
 
 class Wire:
@@ -52,6 +62,9 @@ class Wire:
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._comms: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._iopub_seen = asyncio.Event()
+        self._iopub_up = asyncio.Event()  # iopub's connection stands (its socket monitor says so)
+        self._iopub_up.set()
+        self.disconnected_since: float | None = None  # when iopub's connection broke, while it is down
         self.last_seen = time.monotonic()  # last time the kernel or nanny said anything
 
     # -- readers --------------------------------------------------------------------------------------
@@ -83,8 +96,11 @@ class Wire:
                 continue
             content = json.loads(frames[start + 3].bytes)
             if msg_type == "status":
-                if content.get("execution_state") == "idle" and not route.done.done():
-                    route.done.set_result(None)
+                if content.get("execution_state") == "idle":
+                    if route.held is not None:
+                        route.idle_held = True  # the run ends once the journal has filled the gap
+                    elif not route.done.done():
+                        route.done.set_result(None)
                 continue
             output: Output = {
                 "msg_id": header["msg_id"],
@@ -93,17 +109,48 @@ class Wire:
                 "metadata": json.loads(frames[start + 2].bytes or b"{}"),
                 "buffers": [memoryview(f) for f in frames[start + 4 :]],
             }
-            self._deliver(route, output)
+            if route.held is not None:
+                route.held.append(output)
+                route.arrived.set()
+            else:
+                self._deliver_live(route, output)
+
+    def _deliver_live(self, route: _Route, output: Output) -> None:
+        """A live output: delivered unless the journal already gave it; counted as the journal does."""
+        if self._deliver(route, output) and output["msg_type"] in JOURNALED_TYPES:
+            route.journal_seq += 1
 
     @staticmethod
-    def _deliver(route: _Route, output: Output) -> None:
+    def _deliver(route: _Route, output: Output) -> bool:
         if output["msg_id"] in route.seen:
-            return  # already replayed from the journal
+            return False  # already delivered (live, or replayed from the journal)
         route.seen.add(output["msg_id"])
         if output["msg_type"] == "error":
             route.error = output["content"]
         if route.sink is not None:
             route.sink(output)
+        return True
+
+    async def _watch_iopub(self, monitor: Any) -> None:
+        """Follow iopub's connection through its ZMQ socket monitor. A PUB drops what it publishes while
+        a subscriber is disconnected, so a disconnect means the runs being followed may miss outputs:
+        they hold live outputs until the journal has filled the gap (``mark_gap``). Costs nothing per
+        message: the monitor speaks only when the connection changes."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self._iopub_up.clear()
+                self.disconnected_since = self.disconnected_since or time.monotonic()
+                self.mark_gap()
+            elif event == zmq.EVENT_CONNECTED:
+                self._iopub_up.set()
+                self.disconnected_since = None
+
+    def mark_gap(self) -> None:
+        """iopub may have missed messages: fill every followed run's gap from the journal (runs.py)."""
+        raise NotImplementedError
 
     async def _read_replies(self, sock: Any) -> None:
         while True:

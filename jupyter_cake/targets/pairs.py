@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+from jupyter_cake.targets.envmask import is_masked
 from jupyter_cake.targets.errors import TargetError
 from jupyter_cake.targets.text import _format_number
 
@@ -27,7 +28,19 @@ def _parse_pair(text: str, label: str) -> tuple[str, str]:
             f"{label} expects KEY=VALUE but got {text!r}. Use {label} {text}=VALUE "
             f"(or {text}= for an empty value)."
         )
-    return _check_key(key, label), value
+    key = _check_key(key, label)
+    return key, _check_env_value(key, value) if label.endswith("env") else value
+
+
+def _check_env_value(key: str, value: str) -> str:
+    """Refuse a value copied from a session name or status line, where Cake writes ``***@<digest>``
+    instead of the value: run with it and the kernel would see that text instead of the secret."""
+    if is_masked(value):
+        raise TargetError(
+            f"--env {key}={value} is a masked value (Cake never shows --env values, in session names or "
+            f"anywhere else). Pass the real value, --env {key}=VALUE, or set it in targets.toml."
+        )
+    return value
 
 
 def _check_key(key: object, label: str) -> str:
@@ -82,4 +95,6 @@ def _parse_mapping(value: object, label: str, strict_values: bool = True) -> dic
     for key, item in items:
         key = _check_key(key, label)
         result[key] = _scalar_text(item, label, key) if strict_values else _option_text(item)
+        if label.endswith("env"):
+            _check_env_value(key, result[key])
     return result

@@ -1,9 +1,14 @@
 """The :class:`Target` value: where code runs plus the resources it asked for.
 
 Immutable and hashable, with the cross-field rules (what ``local`` and ``--via direct`` allow), which
-backend serves it, its canonical command-line text (``canonical()`` parses back to an equal target), its
-``to_dict``/``from_dict`` form for saved state (re-validated on load) and the short ``describe()`` label
-for status tables.
+backend serves it, its canonical command-line text (``canonical()`` parses back to an equal target when
+it has no ``--env``), its ``to_dict``/``from_dict`` form for saved state (re-validated on load) and the
+short ``describe()`` label for status tables.
+
+``--env`` values never leave a Target in clear through these: ``canonical()`` (the default session name,
+the store's ``target`` column) and ``to_dict(env_values=False)`` (the store's ``target_json``) write each
+value as ``***@<keyed digest>`` (see ``envmask``); the values themselves go only where they are used
+(the kernel's environment) and into the session directory's 0600 file for re-attaching.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_cake.targets.envmask import is_masked, masked_value
 from jupyter_cake.targets.errors import TargetError, _field_error
 from jupyter_cake.targets.fields import _FIELD_PARSERS, _as_tuples, _parse_field
 from jupyter_cake.targets.infra import _parse_infra, check_host_name
@@ -102,7 +108,10 @@ class Target:
         return dict(self.options)
 
     def canonical(self) -> str:
-        """Text that parse_target() turns back into this target (minus name)."""
+        """Text that parse_target() turns back into this target (minus name), except that every --env
+        value is masked (``--env HF_TOKEN=***@1f0c9a2e``): this text names sessions and fills status
+        tables, so a secret must not be in it. Equal values give equal text (re-attach works), a changed
+        value gives other text (a new session with the new value, never the old session's)."""
         tokens = [self.infra]
         for flag, resource in (
             ("--gpus", self.gpus), ("--cpus", self.cpus), ("--memory", self.memory),
@@ -113,8 +122,7 @@ class Target:
             tokens += ["--nodes", str(self.nodes)]
         if self.image is not None:
             tokens += ["--image", self.image]
-        for key, value in self.env:
-            tokens += ["--env", f"{key}={value}"]
+        tokens += [token for key, value in self.env for token in ("--env", _Unquoted(f"{key}={masked_value(key, value)}"))]
         if self.workdir is not None:
             tokens += ["--workdir", self.workdir]
         if self.idle_minutes is not None:
@@ -125,9 +133,14 @@ class Target:
             if text is not None:
                 tokens += [flag, str(text)]
         tokens += [flag for flag, on in (("--ray", self.ray), ("--spot", self.spot)) if on]
-        return " ".join(shlex.quote(token) for token in tokens)
+        # A masked value is only [A-Za-z0-9_=*@]: shlex.split reads it back as one token unquoted, and no
+        # shell ever sees this text, so its '*' needs no quotes (which would make names harder to read).
+        return " ".join(token if isinstance(token, _Unquoted) else shlex.quote(token) for token in tokens)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self, env_values: bool = True) -> dict[str, object]:
+        """JSON-able fields. ``env_values=False``: each --env value masked as in canonical(), for state
+        that is not a 0600 file (the store); ``from_dict(d, env=...)`` puts the values back."""
+        env = dict(self.env) if env_values else {k: masked_value(k, v) for k, v in self.env}
         return {
             "infra": self.infra,
             "name": self.name,
@@ -136,7 +149,7 @@ class Target:
             "memory": _quantity_dict(self.memory),
             "nodes": self.nodes,
             "image": self.image,
-            "env": dict(self.env),
+            "env": env,
             "workdir": self.workdir,
             "idle_minutes": self.idle_minutes,
             "options": dict(self.options),
@@ -148,13 +161,25 @@ class Target:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> Target:
-        """Rebuild (and re-validate) a target saved with to_dict().
+    def from_dict(cls, d: Mapping[str, object], env: Mapping[str, str] | None = None) -> Target:
+        """Rebuild (and re-validate) a target saved with to_dict(); ``env``: the --env values of one
+        saved with ``env_values=False``, which replace its masked ones.
 
         Unknown keys are ignored so state written by a newer Cake still loads.
         """
         if not isinstance(d, Mapping):
             raise TargetError(f"A saved target must be a mapping, not {type(d).__name__}. Re-create it with %cake use.")
+        saved_env = d.get("env")
+        if isinstance(saved_env, Mapping):
+            missing = sorted(str(k) for k, v in saved_env.items() if isinstance(v, str) and is_masked(v) and k not in (env or {}))
+            if missing:
+                raise TargetError(
+                    f"The saved target's --env value(s) of {', '.join(missing)} are not in it: Cake keeps them only "
+                    "in the session directory's private env file, which is missing. Stop the session (%cake down) "
+                    "and start it again with the values."
+                )
+        if env is not None:
+            d = {**d, "env": {**(saved_env if isinstance(saved_env, Mapping) else {}), **env}}
         fields: dict[str, Any] = {"infra": _parse_infra(d.get("infra", "local"), ())}
         name = d.get("name")
         if name is not None and not isinstance(name, str):
@@ -179,6 +204,10 @@ class Target:
         if self.nodes != 1:
             parts.append(f"{self.nodes} nodes")
         return " · ".join(parts)
+
+
+class _Unquoted(str):
+    """A canonical() token written as is (see there)."""
 
 
 def _quantity_dict(q: Quantity | None) -> dict[str, object] | None:

@@ -4,6 +4,7 @@ and that the kubernetes client stays out of `import jupyter_cake` + the backend 
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def test_resources_gpus_and_overrides_land_in_the_pod() -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     assert spec["serviceAccountName"] == "notebooks" and spec["restartPolicy"] == "Never"
     assert spec["automountServiceAccountToken"] is False  # kernel code gets no API credentials
-    assert {"name": "HF_HOME", "value": "/data/hf"} in container["env"]
+    assert {"name": "HF_HOME", "valueFrom": {"secretKeyRef": {"name": "cake-s-0123abcd-env", "key": "HF_HOME"}}} in container["env"]
 
 
 def test_at_least_cpus_and_memory_request_without_a_limit() -> None:
@@ -65,3 +66,36 @@ def test_the_backend_module_does_not_import_the_kubernetes_client() -> None:
     code = "import sys, jupyter_cake, jupyter_cake.backends.kubernetes; print('kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_env_values_go_into_a_secret_owned_by_the_pod_never_into_the_pod_spec() -> None:
+    from types import SimpleNamespace
+
+    from jupyter_cake.backends.kubernetes.podspec import env_secret, owner_patch
+
+    secret_value = "s3cr3t-" + secrets.token_hex(8)
+    target = parse_target(["k8s", "--env", f"HF_TOKEN={secret_value}", "--env", "B=2"])
+    pod = build_pod(target, "s-0123abcd", "team", 30, "ARCHIVE")
+    assert secret_value not in json.dumps(pod)  # only references: anyone who may read Pods reads the spec
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "cake-s-0123abcd-env", "key": "HF_TOKEN"}}}
+    secret = env_secret(target, "s-0123abcd", "team")
+    assert secret is not None and secret["metadata"]["name"] == "cake-s-0123abcd-env" and secret["metadata"]["namespace"] == "team"
+    assert secret["stringData"] == {"HF_TOKEN": secret_value, "B": "2"}
+    assert secret["metadata"]["labels"]["jupyter-cake/session"] == "s-0123abcd"
+    created = SimpleNamespace(metadata=SimpleNamespace(name="cake-s-0123abcd", uid="u-1"))
+    assert owner_patch(created) == {"metadata": {"ownerReferences": [
+        {"apiVersion": "v1", "kind": "Pod", "name": "cake-s-0123abcd", "uid": "u-1"}]}}  # fmt: skip
+    assert env_secret(parse_target("k8s"), "s-0123abcd", "team") is None
+
+
+def test_secret_verbs_are_asked_only_for_targets_with_env() -> None:
+    from jupyter_cake.backends.kubernetes.rbac import (
+        REQUIRED,
+        REQUIRED_ENV_SECRET,
+        ROLE_YAML,
+    )
+
+    assert {r for _, r, _ in REQUIRED} == {"pods"} and {(v, r) for v, r, _ in REQUIRED_ENV_SECRET} == {
+        ("create", "secrets"), ("patch", "secrets"), ("delete", "secrets")}  # fmt: skip
+    assert 'resources: ["secrets"]' in ROLE_YAML and '"create", "patch", "delete"' in ROLE_YAML

@@ -29,3 +29,16 @@ def sky_jobs_in_slurm() -> list[str]:
     """Slurm jobs of SkyPilot's login user (its clusters are sbatch allocations)."""
     out = subprocess.run(["squeue", "-h", "-u", SKY_USER, "-o", "%i %j %T"], capture_output=True, text=True, timeout=30)
     return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def forge(known: Path, host: str, workdir: Path) -> str:
+    """Replace the key recorded for ``host`` with a freshly generated one of the same type, as an
+    impostor's would be; returns the original text to restore."""
+    original = known.read_text()
+    if not (workdir / "impostor.pub").exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / "impostor")], check=True, timeout=30)
+    fake = (workdir / "impostor.pub").read_text().split()[1]
+    lines = [f"{host} ssh-ed25519 {fake}" if line.split(" ", 1)[0] == host else line for line in original.splitlines()]
+    assert lines != original.splitlines(), f"no key recorded for {host}"
+    known.write_text("\n".join(lines) + "\n")
+    return original

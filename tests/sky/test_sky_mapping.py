@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from helpers import environment
 from jupyter_cake.backends.base import Allocation
 from jupyter_cake.backends.sky import SkyBackend
 from jupyter_cake.backends.sky.plan import plan_text
-from jupyter_cake.backends.sky.remote import write_ssh_config
+from jupyter_cake.backends.sky.remote import HOST_ALIAS, LOGIN_ALIAS, pin_host_keys, write_ssh_config
 from jupyter_cake.backends.sky.resources import cluster_name, resources, task_spec
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import TargetError, parse_target
@@ -90,3 +92,57 @@ def test_the_head_node_is_reached_with_every_option_before_a_double_dash(tmp_pat
     argv = SkyBackend._head(allocation).argv("-O", "check")
     assert argv[0] == "ssh" and argv[1:3] == ["-F", str(tmp_path / "s-0123abcd" / "ssh_config")]
     assert argv[-4:] == ["-O", "check", "--", "cake-sky-head"]
+
+
+def _effective(config: Path, alias: str) -> set[str]:
+    """What ssh itself makes of the config for ``alias`` (``ssh -G`` resolves it without connecting)."""
+    done = subprocess.run(["ssh", "-G", "-F", str(config), alias], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.splitlines())
+
+
+@pytest.mark.parametrize("node", [None, "gpu-node-7"])
+def test_the_ssh_config_pins_host_keys_in_the_sessions_known_hosts(tmp_path: Path, node: str | None) -> None:
+    # node: Slurm through SkyPilot with the kernel one hop past the login node (ProxyJump): both pinned.
+    session = tmp_path / "s-0123abcd"
+    session.mkdir()
+    ssh = {"runner": "SlurmCommandRunner", "ssh_user": "me", "ip": "10.0.0.5", "port": 2222, "ssh_private_key": "/k"}
+    config = write_ssh_config(session, ssh, node=node)
+    text = config.read_text()
+    assert "StrictHostKeyChecking no" not in text and "/dev/null" not in text, text
+    known = session / "known_hosts"
+    assert known.is_file() and stat.S_IMODE(known.stat().st_mode) == 0o600
+    for alias in (HOST_ALIAS, LOGIN_ALIAS):
+        effective = _effective(config, alias)
+        assert "stricthostkeychecking accept-new" in effective and f"userknownhostsfile {known.resolve()}" in effective
+    assert ("proxyjump " + LOGIN_ALIAS in _effective(config, HOST_ALIAS)) == (node is not None)
+    # Nothing on the command line Cake runs turns checking back off.
+    argv = " ".join(SkyBackend._head(Allocation("sky", session, {"cluster": "cake-x"})).argv("-O", "check"))
+    assert "StrictHostKeyChecking" not in argv and "KnownHostsFile" not in argv
+
+
+def test_a_session_from_before_pinning_is_pinned_when_it_is_next_reached(tmp_path: Path) -> None:
+    session = tmp_path / "s-0123abcd"
+    session.mkdir()
+    (session / "ssh_config").write_text(
+        f"Host {HOST_ALIAS} {LOGIN_ALIAS}\n  HostName 10.0.0.5\n  User me\n  Port 22\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+    )
+    SkyBackend._head(Allocation("sky", session, {"cluster": "cake-x"}))
+    effective = _effective(session / "ssh_config", HOST_ALIAS)
+    assert "stricthostkeychecking accept-new" in effective and f"userknownhostsfile {(session / 'known_hosts').resolve()}" in effective
+
+
+def test_a_session_that_reuses_a_cluster_starts_from_the_keys_recorded_for_it(tmp_path: Path) -> None:
+    # Otherwise a session whose pinned key was refused could be replaced by a new one trusting anything.
+    old, other, new = (tmp_path / n for n in ("s-old", "s-other", "s-new"))
+    for d in (old, other, new):
+        d.mkdir()
+    for d, cluster, key in ((old, "cake-me-1", "AAAAold"), (other, "cake-me-2", "AAAAother")):
+        known = pin_host_keys(d, cluster, reused=False)
+        known.write_text(known.read_text() + f"[10.0.0.5]:22 ssh-ed25519 {key}\n")  # as ssh's accept-new appends
+    assert "AAAAold" in pin_host_keys(new, "cake-me-1", reused=True).read_text()
+    assert "AAAAother" not in (new / "known_hosts").read_text()
+    # A fresh launch is a new cluster with new keys: nothing carried over.
+    assert "AAAA" not in pin_host_keys(new, "cake-me-1", reused=False).read_text()
+    assert stat.S_IMODE((new / "known_hosts").stat().st_mode) == 0o600

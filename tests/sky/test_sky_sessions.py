@@ -8,17 +8,25 @@ as a user would: the launch itself, cells on the GPU node, a second kernel re-us
 from __future__ import annotations
 
 import contextlib
+import json
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sky_infra import NODE_PYTHON, sky_clusters, sky_jobs_in_slurm
+from sky_infra import NODE_PYTHON, SLURM_ROOT, forge, sky_clusters, sky_jobs_in_slurm
 
 from helpers import Notebook, open_notebook, text
+from jupyter_cake.backends import get_backend
+from jupyter_cake.backends.base import Allocation, NannyInfo
+from jupyter_cake.backends.sky import PinnedChannel
+from jupyter_cake.backends.sky.remote import HostKeyChanged
 from jupyter_cake.manager import Cake
+from jupyter_cake.manager.state import CONNECTION_FILE
 from jupyter_cake.store import Store
 
 pytestmark = pytest.mark.usefixtures("sky_env")
@@ -164,6 +172,47 @@ def test_a_new_kernel_reuses_the_running_cluster(launched: Launched, gpu_target:
     print(f"re-use took {took:.1f} s (launch: {launched.seconds:.1f} s)")
     assert sky_clusters().count(launched.cluster) == 1 and len([c for c in sky_clusters() if c.startswith("cake-")]) == 1
     assert text(nb.run("%%cake\nprint(6 * 7)")) == "42\n"
+
+
+def _recorded(known: Path) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:3] for line in known.read_text().splitlines() if line and not line.startswith("#")}
+
+
+def test_the_head_nodes_host_key_is_pinned_and_a_changed_one_refused(launched: Launched, tmp_path: Path) -> None:
+    """SkyPilot records no host key (it connects with checking off), so the session learned the head's on
+    first use; an impostor's key afterwards is refused, with what to do, on a repair and a fresh connect."""
+    store = Store()
+    row = store.live_session("sky-a", "")
+    assert row is not None
+    known = Path(row.session_dir) / "known_hosts"
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    recorded = _recorded(known)
+    host_key = (SLURM_ROOT / "ssh" / "host_key.pub").read_text().split()[:2]  # the login node's = the head's sshd
+    assert recorded and all(key == host_key for key in recorded.values()), recorded
+    # The session that re-used the cluster started from the keys the first one learned.
+    first = [r for r in store.sessions() if r.name == "sky-a" and r.id != row.id]
+    assert first and _recorded(Path(first[0].session_dir) / "known_hosts") == recorded
+
+    handle = Cake().connect(row)  # another Cake instance, as in a second notebook
+    assert handle is not None
+    channel = handle.remote.channel
+    assert isinstance(channel, PinnedChannel) and channel.ssh is not None
+    host = next(iter(recorded))
+    original = forge(known, host, tmp_path)
+    try:
+        channel.ssh.close()  # the link drops (as on a network change): the next use reconnects ...
+        with pytest.raises(HostKeyChanged) as refused:
+            channel.repair()  # ... and meets the impostor's key: refused, not taken for a dead link
+        info = NannyInfo.from_report(json.loads((Path(row.session_dir) / CONNECTION_FILE).read_text()))
+        with pytest.raises(HostKeyChanged):
+            get_backend("sky").open_channel(Allocation("sky", Path(row.session_dir), row.allocation_data), info)
+    finally:
+        known.write_text(original)
+    said = str(refused.value)
+    assert f"{host} (" in said and str(known) in said and "`%cake down`, then start the session again" in said, said
+    assert channel.repair()  # the recorded key again: it connects, and the kernel is still there
+    assert handle.nanny("ping") is not None
+    handle.close()
 
 
 def test_down_removes_the_skypilot_cluster(launched: Launched) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from helpers import assert_matches_golden, sbatch_script
-from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
+from jupyter_cake.backends.slurm.script import ENV_FILE, env_upload, job_spec, nanny_archive, render
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import parse_target
 
@@ -35,16 +36,36 @@ def test_generated_scripts_match_golden_files(name: str, spec: str, named: dict[
 def test_env_values_reach_the_job_verbatim_and_run_nothing(tmp_path: Path, evil: str) -> None:
     marker = tmp_path / "pwned"
     value = evil.format(marker=marker)
-    script = render(
-        job_spec(parse_target(["slurm/hpc", "--env", f"CAKE_EVIL={value}"]), "s-0123abcd", 1.0), "QQ==", "0" * 12
-    )
-    # Execute the script's preamble (directives, environment) in bash, then print the value back.
+    spec = job_spec(parse_target(["slurm/hpc", "--env", f"CAKE_EVIL={value}"]), "s-0123abcd", 1.0)
+    script = render(spec, "QQ==", "0" * 12)
+    upload = env_upload(spec)
+    assert upload is not None
+    # Write the env file as the login node would (the same argv, stdin), in a fake home, then run the
+    # script's preamble (directives, environment) there and print the value back.
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(upload[0], input=upload[1], cwd=home, check=True)
+    env_file = home / spec.session_dir / ENV_FILE
+    assert env_file.stat().st_mode & 0o777 == 0o600 and (home / spec.session_dir).stat().st_mode & 0o777 == 0o700
     preamble = script[: script.index("CAKE_HOME=")]
     probe = preamble + 'printf %s "$CAKE_EVIL"\n'
-    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True, env={"HOME": str(home)})
     assert out.stdout == value
     assert not marker.exists()
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_env_values_are_never_in_the_script_and_never_in_argv() -> None:
+    secret = "s3cr3t-" + secrets.token_hex(8)
+    spec = job_spec(parse_target(["slurm/hpc", "--env", f"HF_TOKEN={secret}", "--option", "setup=echo $HF_TOKEN"]),
+                    "s-0123abcd", 1.0)  # fmt: skip
+    script = render(spec, "QQ==", "0" * 12)
+    assert secret not in script and "HF_TOKEN" in script  # the name may show, the value never
+    argv, data = env_upload(spec) or ([], b"")
+    assert secret not in " ".join(argv) and secret.encode() in data  # stdin only: `ps` shows argv
+    # sourced before the setup commands, so they can use the values
+    assert script.index(ENV_FILE) < script.index("echo $HF_TOKEN")
+    assert env_upload(job_spec(parse_target("slurm/hpc"), "s-0123abcd", 1.0)) is None
 
 
 @pytest.mark.parametrize("field", ["partition", "account", "qos", "time"])

@@ -12,6 +12,7 @@ in one namespace (rbac.py, README "Kubernetes"). The kubernetes client is only i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -28,7 +29,7 @@ from jupyter_cake.backends.kubernetes.forward import (
     spawn_forwarder,
     stop_forwarder,
 )
-from jupyter_cake.backends.kubernetes.podspec import REPORT_PORT, build_pod, nanny_archive, pod_name
+from jupyter_cake.backends.kubernetes.podspec import REPORT_PORT, build_pod, env_secret, nanny_archive, owner_patch, pod_name
 from jupyter_cake.backends.kubernetes.rbac import api_error, preflight
 from jupyter_cake.backends.kubernetes.waiting import pod_state
 from jupyter_cake.errors import CakeError
@@ -79,14 +80,21 @@ class KubernetesBackend(Backend):
             raise unreachable(cluster, exc) from None
 
     # -- allocation -------------------------------------------------------------------------------
-    def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
+    def intent(self, target: Target, session_dir: Path) -> dict[str, Any]:
+        # The Pod's name follows from the session id, and the cluster from the target (namespace "" is
+        # the context's own): enough for release to delete a Pod whose starter died after creating it.
         options = target.options_dict()
         parts = target.infra_parts
-        data: dict[str, Any] = {
+        return {
             "context": parts[1] if len(parts) > 1 else "",
             "kubeconfig": options.get("kubeconfig", ""),
             "namespace": options.get("namespace", ""),
+            "pod": pod_name(session_dir.name),
         }
+
+    def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
+        options = target.options_dict()
+        data = self.intent(target, session_dir)
         cluster = connect(data["context"], data["kubeconfig"], data["namespace"])
         data["namespace"] = cluster.namespace
         self._clusters[(data["context"], data["kubeconfig"], data["namespace"])] = cluster
@@ -99,7 +107,7 @@ class KubernetesBackend(Backend):
                      "gpu_types); any GPU node will do")  # fmt: skip
         progress(f"checking access to namespace {cluster.namespace} ({cluster.describe()})", transient=True)
         try:
-            preflight(cluster.auth, cluster.namespace)
+            preflight(cluster.auth, cluster.namespace, env_secret=bool(target.env))
         except network_errors() as exc:
             raise unreachable(cluster, exc) from None
         except CakeError:
@@ -107,14 +115,49 @@ class KubernetesBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - an ApiException from the review itself
             raise api_error(exc, "check Cake's permissions", cluster.namespace, cluster.context) from None
         progress(f"creating Pod {data['pod']} in namespace {cluster.namespace}", transient=True)
-        self._call(cluster, f"create the session Pod {data['pod']}", cluster.core.create_namespaced_pod,
-                   cluster.namespace, manifest)  # fmt: skip
-        spec = dict(manifest, spec={k: v for k, v in manifest["spec"].items()})
-        spec["spec"]["containers"] = [dict(c, env=[e for e in c["env"] if e["name"] != "CAKE_NANNY_ARCHIVE"])
-                                      for c in manifest["spec"]["containers"]]  # fmt: skip
-        (session_dir / "pod.json").write_text(json.dumps(spec, indent=1))  # what was created, minus the archive
-        self._spawned[str(session_dir)] = spawn_forwarder(data, session_dir)
-        return Allocation(self.name, session_dir, data)
+        allocation = Allocation(self.name, session_dir, data)
+        try:
+            self._create_pod(cluster, manifest, env_secret(target, session_dir.name, cluster.namespace))
+            spec = dict(manifest, spec={k: v for k, v in manifest["spec"].items()})
+            spec["spec"]["containers"] = [dict(c, env=[e for e in c["env"] if e["name"] != "CAKE_NANNY_ARCHIVE"])
+                                          for c in manifest["spec"]["containers"]]  # fmt: skip
+            (session_dir / "pod.json").write_text(json.dumps(spec, indent=1))  # what was created, minus the archive
+            self._spawned[str(session_dir)] = spawn_forwarder(data, session_dir)
+        except BaseException:
+            # The Pod may exist (created, or a create that timed out after the API server took it)
+            # while no Allocation reaches the caller: delete it here, or nobody would.
+            try:
+                self.release(allocation)
+            except Exception:  # noqa: BLE001 - best effort: the error that got us here is the one to report
+                pass
+            raise
+        return allocation
+
+    def _create_pod(self, cluster: Cluster, manifest: dict[str, Any], secret: dict[str, Any] | None) -> None:
+        """Create the Pod, and before it the Secret with the --env values (so the container never starts
+        without them), then make the Pod the Secret's owner (so it is deleted with the Pod). A failure
+        half-way deletes what was made: nothing is left behind, the values least of all."""
+        name = manifest["metadata"]["name"]
+        if secret is None:
+            self._call(cluster, f"create the session Pod {name}", cluster.core.create_namespaced_pod,
+                       cluster.namespace, manifest)  # fmt: skip
+            return
+        secret_name = secret["metadata"]["name"]
+        self._call(cluster, f"create the Secret {secret_name} (the --env values)", cluster.core.create_namespaced_secret,
+                   cluster.namespace, secret)  # fmt: skip
+        pod = None
+        try:
+            pod = self._call(cluster, f"create the session Pod {name}", cluster.core.create_namespaced_pod,
+                             cluster.namespace, manifest)  # fmt: skip
+            self._call(cluster, f"make the Pod {name} own the Secret {secret_name}", cluster.core.patch_namespaced_secret,
+                       secret_name, cluster.namespace, owner_patch(pod))  # fmt: skip
+        except BaseException:
+            deletes = [cluster.core.delete_namespaced_secret] + ([cluster.core.delete_namespaced_pod] if pod is not None else [])
+            for delete, made in zip(deletes, (secret_name, name)):
+                # Best effort: the error that got us here is the one to report.
+                with contextlib.suppress(Exception):
+                    delete(made, cluster.namespace, grace_period_seconds=0, _request_timeout=request_timeout())
+            raise
 
     def start_nanny(self, allocation: Allocation, target: Target, progress: Progress, timeout: float) -> NannyInfo:
         data = allocation.data

@@ -2,7 +2,13 @@
 
 One Pod per session, restartPolicy Never: the nanny (shipped in the spec, see ``nanny_archive``) is the
 container's main process, so the image needs only python3 with ipykernel, pyzmq and cloudpickle.
-Everything the session creates is this one Pod, so deleting it deletes everything.
+Everything the session creates is this one Pod (plus, with --env, the Secret holding the values, which
+the Pod owns), so deleting it deletes everything.
+
+``--env`` values are never in the Pod spec (anyone who may get or list Pods reads it, and Cake keeps a copy
+in the session's pod.json): they go into a Secret (``env_secret``) that the container's env references
+by key (``secretKeyRef``), created before the Pod so its container never starts without them, then made
+owned by the Pod (``owner_patch``) so Kubernetes' garbage collector deletes it with the Pod.
 
 Target options (``--option K=V`` or keys of a named target in targets.toml; tables/lists as JSON):
   namespace          the namespace (default: the context's, else "default")
@@ -105,6 +111,33 @@ os.execv(sys.executable, [sys.executable, os.path.join(root, "cake_pod.py"), "--
 
 def pod_name(session_id: str) -> str:
     return "cake-" + session_id.lower().replace("_", "-")
+
+
+def env_secret_name(session_id: str) -> str:
+    return pod_name(session_id) + "-env"
+
+
+def env_secret(target: Target, session_id: str, namespace: str) -> dict[str, Any] | None:
+    """The Secret with ``target``'s --env values (None without --env). Env names are valid Secret keys."""
+    if not target.env:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": env_secret_name(session_id),
+            "namespace": namespace,
+            "labels": {MANAGED_BY[0]: MANAGED_BY[1], SESSION_LABEL: session_id},
+        },
+        "type": "Opaque",
+        "stringData": dict(target.env),
+    }
+
+
+def owner_patch(pod: Any) -> dict[str, Any]:
+    """The patch that makes the created Pod (a V1Pod) the owner of its env Secret."""
+    meta = pod.metadata
+    return {"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": meta.name, "uid": meta.uid}]}}
 
 
 def nanny_archive() -> tuple[str, str]:
@@ -220,7 +253,8 @@ def build_pod(
     if target.workdir:
         args += ["--workdir", target.workdir]
     install_off = options.get("install_kernel", "true").lower() in ("0", "false", "no")
-    env = [{"name": k, "value": v} for k, v in target.env]
+    secret = env_secret_name(session_id)
+    env: list[dict[str, Any]] = [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}} for k, _ in target.env]
     env += [
         {"name": "CAKE_NANNY_ARCHIVE", "value": archive},
         {"name": "PYTHONUNBUFFERED", "value": "1"},

@@ -7,6 +7,9 @@ Cake needs, in ONE namespace (a Role + RoleBinding, never a ClusterRole):
     pods/portforward  get, create                        the channel (websocket port-forward is a GET,
                                                          SPDY port-forward a create)
     pods/log          get                                the container's log, shown when a kernel fails to start
+    secrets           create, patch, delete              only with --env: the Secret holding the values (never
+                                                         in the Pod spec), made owned by the Pod (patch) so it
+                                                         is deleted with it; delete if the start fails half-way
 
 ``ROLE_YAML`` is the documented manifest (README, "Kubernetes"); ``preflight`` asks the API server
 (SelfSubjectAccessReview, allowed to every authenticated user) before creating anything, so a
@@ -32,6 +35,13 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("create", "pods", "portforward"),
     ("get", "pods", "log"),
 )
+# Only for a target with --env (env_secret): a session without never touches Secrets, so a Role for it
+# needs no Secret verbs and is not refused for lacking them.
+REQUIRED_ENV_SECRET: tuple[tuple[str, str, str], ...] = (
+    ("create", "secrets", ""),
+    ("patch", "secrets", ""),
+    ("delete", "secrets", ""),
+)
 
 ROLE_YAML = """\
 apiVersion: rbac.authorization.k8s.io/v1
@@ -49,6 +59,9 @@ rules:
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets"]           # only for --env (the values' Secret, owned by the Pod)
+  verbs: ["create", "patch", "delete"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -79,14 +92,15 @@ def fix_hint(namespace: str) -> str:
     )
 
 
-def preflight(auth_api: Any, namespace: str) -> None:
-    """Raise a CakeError naming every permission Cake lacks in ``namespace``."""
+def preflight(auth_api: Any, namespace: str, env_secret: bool = False) -> None:
+    """Raise a CakeError naming every permission Cake lacks in ``namespace`` (``env_secret``: including
+    the Secret verbs a target with --env needs)."""
     from kubernetes import client
 
     from jupyter_cake.backends.kubernetes.cluster import request_timeout
 
     missing = []
-    for verb, resource, sub in REQUIRED:
+    for verb, resource, sub in REQUIRED + (REQUIRED_ENV_SECRET if env_secret else ()):
         review = client.V1SelfSubjectAccessReview(
             spec=client.V1SelfSubjectAccessReviewSpec(
                 resource_attributes=client.V1ResourceAttributes(

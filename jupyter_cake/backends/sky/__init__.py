@@ -3,7 +3,8 @@
 SkyPilot provisions; Cake keeps the interactive part. ``sky.launch`` brings up a cluster whose job is
 the session's nanny (autodown once the nanny has ended and the cluster sat idle); the Jupyter protocol
 then travels over SSH with SkyPilot's own key and user, so a warm cell costs milliseconds instead of
-the 12-17 s of ``sky exec``. SkyPilot's SDK runs only in the bridge process (bridge.py), never here.
+the 12-17 s of ``sky exec``; the nodes' host keys are pinned per session (remote.py). SkyPilot's SDK
+runs only in the bridge process (bridge.py), never here.
 
 Which targets come here: every cloud and ``ssh/`` pool; ``slurm/`` and ``k8s/`` when the target says
 ``--via sky`` (or ``via = "sky"`` in targets.toml) or names a SkyPilot task YAML (``--task``).
@@ -21,8 +22,8 @@ from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, 
 from jupyter_cake.backends.sky import bridge, remote
 from jupyter_cake.backends.sky.errors import explain
 from jupyter_cake.backends.sky.resources import autostop_minutes, cluster_name, task_spec
+from jupyter_cake.backends.slurm import SlurmChannel
 from jupyter_cake.errors import CakeError
-from jupyter_cake.ssh import SSHConnection
 from jupyter_cake.targets import Target
 
 CALL_TIMEOUT_S = 90.0  # status / logs / job status: the API server answers these in about a second
@@ -32,6 +33,17 @@ PLAN_TIMEOUT_S = 180.0
 POLL_S = 0.25
 JOB_CHECK_S = 5.0  # how often, while waiting for the kernel, SkyPilot is asked whether the job failed
 FAILED_JOB_STATES = ("FAILED", "FAILED_SETUP", "FAILED_DRIVER", "CANCELLED", "SUCCEEDED")
+
+
+class PinnedChannel(SlurmChannel):
+    """The Slurm backend's SSH channel, except that a refused host key is raised from ``repair`` (the
+    cell shows why) instead of being taken for a dropped link that simply could not be re-opened."""
+
+    def repair(self) -> bool:
+        repaired = super().repair()
+        if isinstance(self.ssh, remote.PinnedSSH) and self.ssh.refused is not None:
+            raise self.ssh.refused
+        return repaired
 
 
 class SkyBackend(Backend):
@@ -86,6 +98,7 @@ class SkyBackend(Backend):
         data.update(job_id=result["job_id"], ssh=result["ssh"], price_per_hour=result.get("price_per_hour"),
                     resources=result.get("resources", ""), keep_cluster=False, reused=result.get("reused", False),
                     launch_s=round(time.monotonic() - started, 1))  # fmt: skip
+        remote.pin_host_keys(allocation.session_dir, cluster, reused=data["reused"])  # before the first connection
         verb = "re-used" if data["reused"] else "launched"
         progress(f"SkyPilot cluster {cluster} {verb} in {data['launch_s']:.0f} s ({data['resources']}); starting the kernel")
         return self._wait_for_nanny(allocation, deadline)
@@ -93,14 +106,14 @@ class SkyBackend(Backend):
     def _wait_for_nanny(self, allocation: Allocation, deadline: float) -> NannyInfo:
         data = allocation.data
         ssh_info = data["ssh"]
-        config = remote.write_ssh_config(allocation.session_dir, ssh_info)
-        login = SSHConnection(remote.LOGIN_ALIAS, allocation.session_dir.name, str(config))
+        remote.write_ssh_config(allocation.session_dir, ssh_info)
+        login = remote.PinnedSSH(remote.LOGIN_ALIAS, allocation.session_dir, data["cluster"])
         node = ssh_info.get("slurm_node")
         if node and ssh_info.get("runner") == "SlurmCommandRunner":
             login_host = login.run(["hostname", "-s"], timeout=30).stdout.decode().strip()
             if node not in (login_host, "localhost"):
                 login.close()
-                config = remote.write_ssh_config(allocation.session_dir, ssh_info, node=node)
+                remote.write_ssh_config(allocation.session_dir, ssh_info, node=node)
         sub = remote.session_subdir(allocation.session_dir.name)
         # Slurm: the job's HOME is SkyPilot's per-cluster directory on the shared file system.
         data["session_remote"] = f"{ssh_info['sky_dir']}/{sub}" if ssh_info.get("sky_dir") else sub
@@ -139,17 +152,16 @@ class SkyBackend(Backend):
         return f"Its log (sky logs {data['cluster']} {data['job_id']}):\n{text.strip()}" if text.strip() else ""
 
     @staticmethod
-    def _head(allocation: Allocation) -> SSHConnection:
-        return SSHConnection(remote.HOST_ALIAS, allocation.session_dir.name, str(allocation.session_dir / "ssh_config"))
+    def _head(allocation: Allocation) -> remote.PinnedSSH:
+        remote.upgrade_ssh_config(allocation.session_dir)
+        return remote.PinnedSSH(remote.HOST_ALIAS, allocation.session_dir, allocation.data.get("cluster", "?"))
 
     # -- channel ------------------------------------------------------------------------------------------
     def open_channel(self, allocation: Allocation, info: NannyInfo) -> Channel:
-        from jupyter_cake.backends.slurm import SlurmChannel
-
         data = allocation.data
         reattach = bool(data.get("local_ports"))
         connection, pairs = forwarded_endpoints(info, data)
-        channel = SlurmChannel(connection, f"tcp://127.0.0.1:{pairs[-1][0]}", self._head(allocation), pairs)
+        channel = PinnedChannel(connection, f"tcp://127.0.0.1:{pairs[-1][0]}", self._head(allocation), pairs)
         channel.establish(reattach)
         return channel
 
@@ -199,7 +211,7 @@ class SkyBackend(Backend):
         data = allocation.data
         if (allocation.session_dir / "ssh_config").exists():
             self._head(allocation).close()
-            SSHConnection(remote.LOGIN_ALIAS, allocation.session_dir.name, str(allocation.session_dir / "ssh_config")).close()
+            remote.PinnedSSH(remote.LOGIN_ALIAS, allocation.session_dir, data.get("cluster", "?")).close()
         if data.get("keep_cluster") or data.get("released"):
             return
         try:

@@ -125,15 +125,24 @@ def build_task(spec: dict[str, Any]) -> Any:
                                 for r in task.resources})  # fmt: skip
         if spec.get("setup"):
             task.setup = "\n".join(s for s in (task.setup, spec["setup"]) if s)
-        if spec.get("envs"):
-            task.update_envs(spec["envs"])
     else:
-        task = sky.Task(name=spec.get("name"), setup=spec.get("setup"), envs=spec.get("envs") or None)
+        task = sky.Task(name=spec.get("name"), setup=spec.get("setup"))
         task.set_resources(sky.Resources(**(spec.get("resources") or {})))
+    if spec.get("envs"):
+        _set_env(task, spec["envs"])
     if spec.get("num_nodes"):
         task.num_nodes = int(spec["num_nodes"])
     task.run = spec.get("run")
     return task
+
+
+def _set_env(task: Any, values: dict[str, str]) -> None:
+    """The target's --env values, as SkyPilot *secrets* where it has them (0.10+): set in setup and
+    run like envs, but redacted in SkyPilot's logs, its stored task YAML and its dashboard."""
+    if hasattr(task, "update_secrets"):
+        task.update_secrets(values)
+    else:
+        task.update_envs(values)
 
 
 def _price(resources: Any, nodes: int) -> float | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes, remote_end_reason
-from jupyter_cake.backends.slurm.script import job_spec, nanny_archive, render
+from jupyter_cake.backends.slurm.script import JobSpec, env_upload, job_name, job_spec, nanny_archive, render
 from jupyter_cake.errors import CakeError
 from jupyter_cake.nanny.nanny import free_ports
 from jupyter_cake.ssh import SSHConnection
@@ -87,11 +87,16 @@ class SlurmChannel(Channel):
         return local
 
     def repair(self) -> bool:
-        if self.ssh is None or self.ssh.alive():
-            return False
+        """The master and every forward, re-established if they dropped. The forwards are requested
+        again also when a master is up: another command (``status``'s squeue) may have started a fresh
+        master, without them; OpenSSH answers a forward it already has with success."""
+        if self.ssh is None:
+            return True
         try:
-            self.establish()
-        except CakeError:
+            if not self.ssh.alive():  # (re)checked: a master killed under us still looks up to start()
+                self.ssh.start()
+            self.ssh.forward(self.forwards)
+        except (CakeError, subprocess.TimeoutExpired, OSError):
             return False
         return True
 
@@ -110,13 +115,19 @@ class SlurmBackend(Backend):
         return {"login": options.get("login", cluster), "cluster": cluster, "ssh_config": options.get("ssh_config")}
 
     # -- allocation ---------------------------------------------------------------------------------
+    def intent(self, target: Target, session_dir: Path) -> dict[str, Any]:
+        # The job's name is fixed before sbatch runs: a job Slurm accepted while the starter died (or its
+        # SSH call timed out) is found by it, and cancelled.
+        session_id = session_dir.name
+        return dict(self._login(target), job_name=job_name(session_id), session_remote=JobSpec(session_id).session_dir)
+
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
         session_id = session_dir.name
         spec = job_spec(target, session_id, idle_minutes(target))
         archive, archive_hash = nanny_archive()
         script = render(spec, archive, archive_hash).encode()
-        data = self._login(target)
-        data.update(session_remote=spec.session_dir, partition=spec.partition or "", gres=spec.gres or "")
+        data = self.intent(target, session_dir)
+        data.update(partition=spec.partition or "", gres=spec.gres or "")
         allocation = Allocation(self.name, session_dir, data)
         shell = Shell(data, session_id)
         where = "this machine" if shell.local else repr(shell.host)
@@ -124,6 +135,12 @@ class SlurmBackend(Backend):
         if shell.local and not shutil.which("sbatch"):
             raise CakeError("sbatch is not on PATH here. Name the cluster's login node instead: slurm/<ssh-host>[/<partition>].")
         try:
+            upload = env_upload(spec)  # --env values: a 0600 file the script sources, never in the script
+            if upload is not None:
+                done = shell.run(upload[0], input=upload[1], timeout=60)
+                if done.returncode != 0:
+                    raise CakeError(f"Could not write the session's environment file on {where}: "
+                                    f"{done.stderr.decode(errors='replace').strip()}. Check that the home directory is writable.")  # fmt: skip
             done = shell.run(["mkdir", "-p", spec.session_dir], then=["sbatch", "--parsable"], input=script, timeout=120)
             if done.returncode != 0:
                 raise CakeError(self._sbatch_error(done.stderr.decode(errors="replace"), spec.gres, shell))
@@ -236,12 +253,31 @@ class SlurmBackend(Backend):
         return channel
 
     # -- lifecycle ----------------------------------------------------------------------------------
+    @staticmethod
+    def _find_job(shell: Shell, data: dict[str, Any]) -> str | None:
+        """The session's job id: recorded once sbatch answered, else (a start cut short after sbatch
+        went through) looked up by the job's name, and then recorded. None: no such job in the queue."""
+        if data.get("job_id"):
+            return str(data["job_id"])
+        if not data.get("job_name"):
+            return None  # a row from before job names were recorded
+        done = shell.run(["squeue", "-h", "-n", data["job_name"], "-o", "%i"], timeout=30)
+        if done.returncode != 0:
+            raise CakeError(f"squeue failed: {done.stderr.decode(errors='replace').strip()}")
+        jobs = done.stdout.decode(errors="replace").split()
+        if jobs:
+            data["job_id"] = jobs[0]
+        return jobs[0] if jobs else None
+
     def status(self, allocation: Allocation) -> str:
-        job = allocation.data.get("job_id")
-        if not job:
-            return "stopped"
+        if not (allocation.data.get("job_id") or allocation.data.get("job_name")):
+            return "stopped"  # nothing was ever submitted under this row's name
         try:
-            state = self._queue_state(Shell(allocation.data, allocation.session_dir.name), job)[0]
+            shell = Shell(allocation.data, allocation.session_dir.name)
+            job = self._find_job(shell, allocation.data)
+            if not job:
+                return "stopped"
+            state = self._queue_state(shell, job)[0]
         except (CakeError, subprocess.TimeoutExpired):
             return "unknown"
         return {"PENDING": "pending", "RUNNING": "running", "CONFIGURING": "pending"}.get(state, "stopped")
@@ -276,8 +312,13 @@ class SlurmBackend(Backend):
 
     def release(self, allocation: Allocation) -> None:
         data = allocation.data
+        if "login" not in data:
+            return  # a start that failed before it knew the cluster: nothing can have been submitted
         shell = Shell(data, allocation.session_dir.name)
-        job = data.get("job_id")
+        try:
+            job = self._find_job(shell, data)
+        except (CakeError, subprocess.TimeoutExpired):
+            job = None  # unreachable login node: the nanny's idle release still frees the job
         if job:
             try:
                 shell.run(["scancel", str(job)], timeout=30)

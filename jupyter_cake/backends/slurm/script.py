@@ -5,8 +5,11 @@ Two kinds of values reach the script and each has one rule:
 - ``#SBATCH`` directives are read by sbatch, not by a shell, but a newline would start a new line of
   script: their values must match a strict pattern (or, for free-form extra options, contain no line
   break), else the target is refused with a message saying which value and why.
-- Environment values end up in shell ``export`` lines: they are quoted with ``shlex.quote`` and so
-  reach the kernel verbatim, whatever they contain.
+- Environment values (``--env``, often tokens) never appear in the script, which Slurm keeps and shows
+  (``scontrol write batch_script``, the session's job.sbatch): ``env_upload`` writes them over the SSH
+  channel, before sbatch, into a 0600 file in the session directory, as ``export`` lines quoted with
+  ``shlex.quote`` (so they reach the kernel verbatim, whatever they contain), and the script sources that
+  file first, so ``setup`` commands and the nanny's first line already see them.
 The only unquoted shell text is the target's ``setup`` option, which is shell by definition and comes
 from the user's own targets file.
 """
@@ -26,6 +29,7 @@ from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Quantity, Target
 
 REMOTE_HOME = ".cache/jupyter-cake"  # relative to the login directory (the user's home)
+ENV_FILE = "env.sh"  # in the remote session directory, 0600: the target's --env values as export lines
 
 # Matched with fullmatch, never match + '$': '$' also matches before a trailing newline, so "gpu\n"
 # would pass and its newline would end the #SBATCH line. ASCII: Slurm's names are plain ASCII.
@@ -158,15 +162,33 @@ def job_spec(target: Target, session_id: str, idle_minutes: float) -> JobSpec:
     )
 
 
+def env_upload(spec: JobSpec) -> tuple[list[str], bytes] | None:
+    """(argv, stdin) that writes the session's env file on the login node, or None without --env. The
+    values travel on stdin (never argv: `ps` shows that); umask 077 makes the file 0600 and any directory
+    it creates 0700, and the file is written under a temporary name and renamed, so a job never sources
+    half of it."""
+    if not spec.env:
+        return None
+    q = shlex.quote
+    text = "".join(f"export {key}={q(value)}\n" for key, value in spec.env)
+    write = 'umask 077 && mkdir -p "$1" && cat > "$1/.$2.tmp" && mv -f "$1/.$2.tmp" "$1/$2"'
+    return ["sh", "-c", write, "sh", spec.session_dir, ENV_FILE], text.encode()
+
+
 def nanny_archive() -> tuple[str, str]:
     """The nanny plus the add-ons' node-side modules (a Ray head starts beside the nanny); see shipping."""
     return shipped_nanny("shipped to the node by the Slurm backend", addons.node_files())
 
 
+def job_name(session_id: str) -> str:
+    """The Slurm job name of a session: how a job whose id was never learned (a killed start) is found."""
+    return f"cake-{session_id}"
+
+
 def render(spec: JobSpec, archive: str, archive_hash: str) -> str:
     q = shlex.quote
     directives = [
-        f"--job-name=cake-{spec.session_id}",
+        f"--job-name={job_name(spec.session_id)}",
         f"--output={spec.session_dir}/slurm-%j.out",
         f"--nodes={spec.nodes}",
         "--ntasks-per-node=1",
@@ -188,8 +210,10 @@ def render(spec: JobSpec, archive: str, archive_hash: str) -> str:
     lines.append("# Cake session " + spec.session_id + ": starts the nanny (which starts the kernel) in this allocation.")
     lines.append("set -u")
     if spec.env:
-        lines.append("# Environment from the target (values quoted: they reach the kernel verbatim).")
-        lines.extend(f"export {key}={q(value)}" for key, value in spec.env)
+        # Only the names here: the values are in a 0600 file Cake wrote before submitting (env_upload).
+        env_path = f"\"$HOME\"/{q(spec.session_dir + '/' + ENV_FILE)}"
+        lines.append(f"# Environment from the target ({', '.join(key for key, _ in spec.env)}): values in {ENV_FILE}, never here.")
+        lines.append(f'. {env_path} || {{ echo "cake-error: cannot read {ENV_FILE} (the --env values) in the session directory" >&2; exit 3; }}')
     if spec.setup:
         lines.append("# Site setup from the target's `setup` option (shell, from your targets file).")
         lines.append(spec.setup)

@@ -1,0 +1,24 @@
+"""A start killed half-way on the real Kubernetes cluster (tests/infra/k8s-up.sh) leaves no Pod behind: the
+Pod's name and cluster are in the store before it is created, so the next look finds it and deletes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import cake_cli, kill_starting
+from k8s_cluster import Cluster
+from jupyter_cake.backends.kubernetes.podspec import pod_name
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_status_deletes_the_pod_of_a_start_killed_after_the_pod_was_created(k8s: Cluster, tmp_path: Path) -> None:
+    """kill -9 of the starter (`cake run`) as soon as its Pod exists: the next `cake status` sees the starter
+    is gone, deletes the Pod and shows the start failed (before, the Pod kept its node for the idle window)."""
+    row = kill_starting("orphan-pod", lambda r: pod_name(r.id) in k8s.pods(), "--target", k8s.target, cwd=tmp_path)
+    status = cake_cli("status", "--all")
+    line = next((ln for ln in status.stdout.splitlines() if ln.startswith(row.id)), status.stdout)
+    assert pod_name(row.id) not in k8s.pods(), "the killed start's Pod is still there after `cake status`"
+    assert "failed" in line and "start was interrupted" in line, line
