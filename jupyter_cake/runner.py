@@ -393,8 +393,7 @@ def _follow(handle: Any, run_id: str, future: Any, outputs: queue.SimpleQueue[An
             except queue.Empty:
                 pass
             except KeyboardInterrupt:
-                if handle.reconnecting is not None:  # nothing to interrupt through: stop waiting, keep the session
-                    raise handle.stop_reconnecting() from None
+                handle.stop_waiting_if_reconnecting()
                 if interrupted_at is not None:
                     handle.interrupt()  # the remote side escalates: SIGINT, SIGTERM, SIGKILL
                     continue

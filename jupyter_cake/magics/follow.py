@@ -85,8 +85,7 @@ class Follower:
             except queue.Empty:
                 pass
             except KeyboardInterrupt:
-                if handle.reconnecting is not None:  # nothing to interrupt through: stop waiting, keep the session
-                    raise handle.stop_reconnecting() from None
+                handle.stop_waiting_if_reconnecting()
                 if self.interrupted:
                     raise  # a second Ctrl-C: stop waiting
                 self.interrupted = True

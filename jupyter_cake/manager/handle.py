@@ -70,7 +70,8 @@ class Handle:
         try:
             recovery.future.result()
         except KeyboardInterrupt:
-            raise self.stop_reconnecting() from None
+            self.stop_waiting_if_reconnecting()
+            raise
         self._settle(recovery)
 
     def probe(self) -> None:
@@ -106,12 +107,13 @@ class Handle:
         recovery = self._recovery
         return None if recovery is None else recovery.seconds
 
-    def stop_reconnecting(self) -> SessionUnreachable:
-        """The user stopped waiting (Ctrl-C): the session stays, marked unreachable; the error to show."""
+    def stop_waiting_if_reconnecting(self) -> None:
+        """On Ctrl-C while the session is unreachable there is nothing to interrupt through: stop waiting
+        (SessionUnreachable), the session stays, marked unreachable. Otherwise nothing happens."""
         recovery, self._recovery = self._recovery, None
         if recovery is not None:
             recovery.cancel()
-        return SessionUnreachable(self._unreachable_text("Stopped waiting for it"))
+            raise SessionUnreachable(self._unreachable_text("Stopped waiting for it")) from None
 
     def _start_recovery(self) -> None:
         if self._recovery is not None:
