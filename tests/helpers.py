@@ -69,6 +69,22 @@ def shared_store() -> Any:
     return Store()
 
 
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    """The files under ``root`` whose bytes contain ``needle``, read by a child process. Reading the store's
+    database (or its -wal/-shm) here would open and close a descriptor of it in this process, and POSIX
+    drops every SQLite lock the process holds with it: concurrent writers then corrupt the database
+    (https://www.sqlite.org/howtocorrupt.html, 2.2). A child holds no SQLite locks, so its reads are safe."""
+    scan = (
+        "import sys; from pathlib import Path\n"
+        "needle = bytes.fromhex(sys.argv[2])\n"
+        "for p in sorted(Path(sys.argv[1]).rglob('*')):\n"
+        "    if p.is_file() and not p.is_symlink() and needle in p.read_bytes(): print(p)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", scan, str(root), needle.hex()], capture_output=True, text=True,
+                           timeout=60, check=True)  # fmt: skip
+    return [Path(line) for line in found.stdout.splitlines()]
+
+
 def kill_starting(name: str, started: Callable[[Any], bool], *args: str, cwd: Path, env: dict[str, str] | None = None,
                   timeout: float = 90) -> Any:
     """`cake run` of a one-line script on a new session `name` (more `cake run` options in `args`), killed with

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Notebook, cake_cli, open_notebook, text
+from helpers import Notebook, cake_cli, files_containing, open_notebook, text
 from jupyter_cake.store import SESSION_ENV_FILE, SessionRow, Store
 
 
@@ -36,10 +36,6 @@ def nb(secret: str) -> Iterator[Notebook]:
             notebook.run("%cake down")
 
 
-def _files_with(root: Path, needle: bytes) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
-
-
 def test_the_kernel_sees_the_value_and_nothing_else_has_it(nb: Notebook, secret: str, cake_data_dir: Path) -> None:
     # The value, reversed: the journal keeps what the cell prints, and a cell printing the secret would
     # put it there by the user's own doing. The code holds no secret either (the store keeps run code).
@@ -57,7 +53,7 @@ def test_the_kernel_sees_the_value_and_nothing_else_has_it(nb: Notebook, secret:
     env_file = Path(row.session_dir) / SESSION_ENV_FILE
     assert json.loads(env_file.read_text()) == {"CAKE_TEST_SECRET": secret}
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert _files_with(cake_data_dir, secret.encode()) == [env_file]  # the store's db/-wal/-shm included
+    assert files_containing(cake_data_dir, secret.encode()) == [env_file]  # the store's db/-wal/-shm included
     assert stat.S_IMODE((cake_data_dir / "env.key").stat().st_mode) == 0o600
 
     status = text(nb.run("%cake status"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import open_notebook, text
+from helpers import files_containing, open_notebook, text
 from slurm_jobs import SSH_CONFIG
 from jupyter_cake.store import SESSION_ENV_FILE, Store
 
@@ -48,7 +48,7 @@ def test_env_values_reach_the_kernel_and_setup_but_never_the_script(cake_data_di
                                   capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
             assert mode.stdout.strip() == "600", mode.stderr
             # Here: only the session's own env file has it.
-            found = [p for p in cake_data_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+            found = files_containing(cake_data_dir, secret.encode())
             assert found == [Path(row.session_dir) / SESSION_ENV_FILE]
         finally:
             nb.run("%cake down")
