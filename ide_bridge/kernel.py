@@ -293,6 +293,8 @@ class Proxy:
 
     # -- upstream --------------------------------------------------------------------------------------
     def attach(self, handle: Handle) -> None:
+        from jupyter_cake.session.connection import secure_client
+
         remote = handle.remote.channel.connection
         self.handle = handle
         self.remote_signer = Signer(str(remote.get("key", "")).encode(), remote.get("signature_scheme", "hmac-sha256"))
@@ -303,11 +305,13 @@ class Proxy:
             sock.setsockopt(zmq.LINGER, 0)
             if channel != "control":
                 sock.setsockopt(zmq.ROUTING_ID, identity)  # shell and stdin share it (see module doc)
+            secure_client(sock, remote)
             sock.connect(_url(remote, f"{channel}_port"))
             self.up[channel] = sock
         self.up_iopub = self.ctx.socket(zmq.SUB)
         self.up_iopub.setsockopt(zmq.LINGER, 0)
         self.up_iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        secure_client(self.up_iopub, remote)
         self.up_iopub.connect(_url(remote, "iopub_port"))
         _quiet_engine_iopub(handle)
         self._sync()

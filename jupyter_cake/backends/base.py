@@ -64,6 +64,7 @@ class NannyInfo:
     pid: int
     kernel_pid: int
     host: str = ""
+    plaintext: str | None = None  # why the session's sockets are not encrypted (nanny/curve.py), if not
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> NannyInfo:
@@ -73,6 +74,7 @@ class NannyInfo:
             pid=int(report["pid"]),
             kernel_pid=int(report["kernel_pid"]),
             host=str(report.get("host", "")),
+            plaintext=report.get("plaintext"),
         )
 
     def to_report(self) -> dict[str, Any]:
@@ -82,6 +84,7 @@ class NannyInfo:
             "pid": self.pid,
             "kernel_pid": self.kernel_pid,
             "host": self.host,
+            "plaintext": self.plaintext,
         }
 
 

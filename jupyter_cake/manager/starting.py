@@ -134,6 +134,10 @@ class Starting(CakeState):
             allocation.data[STARTER] = starter
             self.store.update_session(session_id, allocation=json.dumps(allocation.data))
             info = backend.start_nanny(allocation, target, progress, timeout)
+            if info.plaintext:
+                where = f" on {info.host}" if info.host else ""
+                progress(f"warning: session {session_id}'s kernel traffic is not encrypted{where}, so other users "
+                         f"of that machine could read its output: {info.plaintext}")  # fmt: skip
             if allocation.data.get("price_per_hour") is not None:  # known only once launched (SkyPilot)
                 row.price_per_hour = float(allocation.data["price_per_hour"])
                 self.store.update_session(session_id, price_per_hour=row.price_per_hour)

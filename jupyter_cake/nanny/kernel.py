@@ -7,17 +7,24 @@
    reaches the notebook up to 200 ms late. A remote session is watched live, so we publish after 5 ms.
 2. Variables: a comm target ``cake.vars`` moves variables in and out with cloudpickle protocol 5, large
    buffers (numpy arrays, bytes) travelling as Jupyter message buffers instead of base64 inside JSON.
+3. Keys: started by the nanny, the launcher imports ipykernel first and reads its connection file only
+   once the nanny says it is written (a line on stdin), so the session's Curve keys (curve.py) are made
+   while the kernel boots rather than before it starts.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import sys
+from pathlib import Path
 from typing import Any
 
 from jupyter_cake.nanny.services import install_kernel_hooks
 
 STREAM_FLUSH_INTERVAL_S = 0.005
+AWAIT_CONNECTION_ENV = "CAKE_AWAIT_CONNECTION_FILE"  # set by the nanny: wait for its go on stdin
 VARS_COMM_TARGET = "cake.vars"
 
 
@@ -74,13 +81,27 @@ def _handle_vars(comm: Any, open_msg: dict[str, Any]) -> None:
         comm.close()
 
 
+def _await_connection_file(args: list[str], app_class: type) -> None:
+    """Wait for the nanny's go (see the module doc), then make sure this ipykernel can honour the file's
+    Curve keys: one that can't would listen unencrypted while every client expects encryption."""
+    if not os.environ.pop(AWAIT_CONNECTION_ENV, ""):
+        return
+    while os.read(0, 4096) not in (b"", b"\n"):
+        pass
+    path = args[args.index("-f") + 1] if "-f" in args else None
+    wants_curve = bool(path) and "curve_secretkey" in json.loads(Path(path).read_text(encoding="utf-8"))
+    if wants_curve and "curve_secretkey" not in app_class.class_trait_names():
+        sys.exit(f"cake kernel: {path} asks for CurveZMQ, which this ipykernel cannot do (7.3+ can)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from ipykernel.iostream import OutStream
     from ipykernel.kernelapp import IPKernelApp
 
     OutStream.flush_interval = STREAM_FLUSH_INTERVAL_S
-    app = IPKernelApp.instance()
     args = sys.argv[1:] if argv is None else argv
+    _await_connection_file(args, IPKernelApp)
+    app = IPKernelApp.instance()
     app.initialize(["--HistoryManager.enabled=False", *args])
     app.kernel.comm_manager.register_target(VARS_COMM_TARGET, _handle_vars)
     install_kernel_hooks(app.shell)  # what the session's services (e.g. Ray) need inside the kernel

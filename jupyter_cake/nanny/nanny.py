@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.nanny import groups
+from jupyter_cake.nanny import curve, groups
 from jupyter_cake.nanny.groups import SESSION_DIR_ENV
+from jupyter_cake.nanny.kernel import AWAIT_CONNECTION_ENV
 from jupyter_cake.nanny.services import Service, start_services
 
 log = logging.getLogger("cake.nanny")
@@ -92,7 +93,10 @@ def _kernel_command(python: str, env: dict[str, str]) -> list[str]:
 
 
 def spawn_kernel(args: argparse.Namespace, connection_file: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, JPY_PARENT_PID=str(os.getpid()))  # the kernel exits if the nanny dies
+    """Start the kernel launcher; it imports ipykernel, then waits for ``hand_over`` before it reads
+    ``connection_file``, so the nanny can make the session's keys while the kernel boots."""
+    # JPY_PARENT_PID: the kernel exits if the nanny dies.
+    env = dict(os.environ, JPY_PARENT_PID=str(os.getpid()), **{AWAIT_CONNECTION_ENV: "1"})
     env.pop(RESPONSE_TOKEN_ENV, None)
     command = _kernel_command(args.python, env)
     with open(args.session_dir / "kernel.log", "ab") as kernel_log:
@@ -100,14 +104,25 @@ def spawn_kernel(args: argparse.Namespace, connection_file: Path) -> subprocess.
             [*command, "-f", str(connection_file)],
             env=env,
             cwd=args.workdir or None,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=kernel_log,
             stderr=subprocess.STDOUT,
         )
 
 
+def hand_over(kernel: subprocess.Popen[bytes]) -> None:
+    """The connection file is written: let the kernel read it (its stdin then ends, as /dev/null would)."""
+    assert kernel.stdin is not None
+    try:
+        kernel.stdin.write(b"\n")
+        kernel.stdin.close()
+    except OSError:  # the kernel died while booting: the serve loop reports its exit
+        pass
+
+
 class Nanny:
-    def __init__(self, args: argparse.Namespace, conn: dict[str, Any], kernel: subprocess.Popen[bytes]) -> None:
+    def __init__(self, args: argparse.Namespace, conn: dict[str, Any], kernel: subprocess.Popen[bytes],
+                 plaintext: str | None = None) -> None:  # fmt: skip
         import zmq
         from jupyter_client.session import Session
 
@@ -116,6 +131,7 @@ class Nanny:
         self.args = args
         self.conn = conn
         self.kernel = kernel
+        self.plaintext = plaintext  # why the session's sockets are not encrypted, if they are not
         self.session_dir: Path = args.session_dir
         self.session = Session(key=conn["key"].encode(), signature_scheme=conn["signature_scheme"])
         self.journal = Journal(self.session_dir)
@@ -129,9 +145,11 @@ class Nanny:
         # The kernel binds its ports a moment after this connect; retry often so the journal is
         # subscribed as soon as the kernel can publish (zmq's default retry is every 100 ms).
         self.iopub.setsockopt(zmq.RECONNECT_IVL, 10)
+        curve.connect(self.iopub, conn)
         self.iopub.connect(f"tcp://{conn['ip']}:{conn['iopub_port']}")
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
+        curve.serve(self.control, conn)
         self.port = self.control.bind_to_random_port(f"tcp://{args.ip}")
         self.poller = zmq.Poller()
         self.poller.register(self.iopub, zmq.POLLIN)
@@ -151,6 +169,7 @@ class Nanny:
             "kernel_pid": self.kernel.pid,
             "host": socket.gethostname(),
             "started": self.started,
+            "plaintext": self.plaintext,
         }
 
     def await_journal_subscription(self, deadline_seconds: float = 300.0) -> None:
@@ -165,6 +184,7 @@ class Nanny:
 
         shell = self.ctx.socket(zmq.DEALER)
         shell.setsockopt(zmq.LINGER, 0)
+        curve.connect(shell, self.conn)
         shell.connect(f"tcp://{self.conn['ip']}:{self.conn['shell_port']}")
         poller = zmq.Poller()
         poller.register(self.iopub, zmq.POLLIN)
@@ -294,6 +314,7 @@ class Nanny:
             # simply waiting for kernel_info again. Used by IDE restarts.
             self._stop_kernel()
             self.kernel = spawn_kernel(self.args, self.session_dir / "kernel.json")
+            hand_over(self.kernel)
             self.kernel_busy = False
             self.await_journal_subscription()
             return {"ok": True, "kernel_pid": self.kernel.pid}
@@ -342,13 +363,19 @@ def main(argv: list[str] | None = None) -> None:
         "kernel_name": "cake",
     }
     connection_file = args.session_dir / "kernel.json"
-    _write_private(connection_file, conn)
     # Services start before the kernel: it inherits their environment, and they boot while it does.
     services = start_services(args.service, args.session_dir, args.python)
     # The nanny's group holds the kernel; services may have groups of their own: all end with the session.
     groups.record(args.session_dir, [os.getpgrp(), *(g for s in services.values() if (g := s.process_group) is not None)])
     kernel = spawn_kernel(args, connection_file)
-    nanny = Nanny(args, conn, kernel)
+    plaintext = curve.plaintext_reason(args.python)  # while the kernel imports ipykernel
+    if plaintext is None:
+        conn.update(curve.new_keys())
+    else:
+        log.warning("the session's sockets are not encrypted: %s", plaintext)
+    _write_private(connection_file, conn)
+    hand_over(kernel)
+    nanny = Nanny(args, conn, kernel, plaintext)
     nanny.services = services
     signal.signal(signal.SIGTERM, lambda *_: setattr(nanny, "stopping", "terminated (SIGTERM)"))
     nanny.await_journal_subscription()

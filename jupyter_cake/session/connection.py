@@ -14,9 +14,16 @@ import zmq
 
 from jupyter_cake.backends.base import Channel
 from jupyter_cake.errors import CakeError, SessionGone
+from jupyter_cake.nanny import curve
 from jupyter_cake.session.wire import Wire
 
 NANNY_TIMEOUT_S = 10.0
+
+
+def secure_client(sock: Any, connection: dict[str, Any]) -> None:
+    """Before ``sock`` connects to one of a session's sockets (kernel or nanny): make it a CurveZMQ client
+    of the session's key, if the session has one. jupyter_client's own sockets do this by themselves."""
+    curve.connect(sock, connection)
 
 
 class Connection(Wire):
@@ -67,6 +74,7 @@ class Connection(Wire):
     def _new_nanny_socket(self) -> Any:
         sock = self.client.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        secure_client(sock, self.channel.connection)
         sock.connect(self.channel.nanny_url)
         return sock
 
