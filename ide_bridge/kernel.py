@@ -629,6 +629,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-f", "--connection-file", required=True, help="the connection file the frontend wrote")
     parser.add_argument("--target", required=True, help="target line, e.g. 'slurm/hpc/gpu --gpus A100:1'")
     parser.add_argument("--name", default=None, help="session name (default: the target's name)")
+    parser.add_argument("--env-file", default=None, help="0600 JSON file of the target's --env values")
     parser.add_argument("--on-shutdown", choices=("down", "keep"), default="down",
                         help="on kernel shutdown: stop the session (down) or leave it for re-attachment (keep)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for a new session to start")
@@ -640,6 +641,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ide_bridge.kernelspecs import env_tokens
     from jupyter_cake.targets import resolve_target
 
     ppid = os.getppid()  # a change later means the frontend that launched us is gone
@@ -650,7 +652,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until there is a session to interrupt
     try:
-        target = resolve_target(shlex.split(args.target))
+        target = resolve_target([*shlex.split(args.target), *env_tokens(args.env_file, args.name)])
         proxy = Proxy(read_connection_file(args.connection_file))
     except CakeError as exc:
         log(f"cannot start the kernel: {exc}")

@@ -9,6 +9,10 @@ Every frontend that lists kernelspecs (VS Code, PyCharm, JupyterLab, nbclient, j
 offers "Python 3 (Cake: slurm/hpc/gpu · A100:1)" and needs nothing else. The target line is kept as the
 user typed it (a named target stays a name), so edits to ``targets.toml`` apply at the next launch.
 
+``--env`` values (tokens, passwords) never go into the kernelspec: its argv is world-readable in
+``kernel.json`` and in ``ps`` while the proxy runs. They go to a 0600 file in Cake's data dir, which the
+argv names (``--env-file``) and the proxy reads at launch; the kernelspec's target shows them masked.
+
 Kernelspecs written by earlier versions start ``jupyter_cake.ide_bridge.kernel`` (a shim for this
 package's proxy). They are still Cake kernelspecs here (listed, removable), and installing one again
 under its name rewrites it with the current argv.
@@ -17,6 +21,7 @@ under its name rewrites it with the current argv.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -29,6 +34,7 @@ from typing import Any
 
 from jupyter_cake.errors import CakeError
 from jupyter_cake.targets import Target, resolve_target
+from jupyter_cake.targets.envmask import data_dir, mask_env_text
 
 PROXY_MODULE = "ide_bridge.kernel"
 # The proxy's module in kernelspecs written before ide_bridge became a top-level package.
@@ -72,6 +78,49 @@ def kernel_argv(target_line: str, name: str, on_shutdown: str, python: str | Non
     ]  # fmt: skip
 
 
+def split_env(tokens: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """A target line's tokens without their ``--env K=V`` / ``--env=K=V`` pairs, and those pairs."""
+    rest: list[str] = []
+    env: dict[str, str] = {}
+    items = iter(tokens)
+    for token in items:
+        pair = next(items, "") if token == "--env" else token[len("--env="):] if token.startswith("--env=") else None
+        if pair is None:
+            rest.append(token)
+        else:
+            key, _, value = pair.partition("=")
+            env[key] = value
+    return rest, env
+
+
+def _env_file(name: str) -> Path:
+    from jupyter_cake.store import private_dir
+
+    return private_dir(data_dir() / "kernels") / f"{name}.env.json"
+
+
+def _save_env(name: str, env: dict[str, str]) -> Path:
+    path = _env_file(name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(env, handle)
+    return path
+
+
+def env_tokens(path: str | None, kernel_name: str | None) -> list[str]:
+    """The ``--env`` tokens a kernelspec's env file holds (none without a file), for the proxy."""
+    if not path:
+        return []
+    try:
+        env = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CakeError(
+            f"The --env values of kernel {kernel_name or '?'} cannot be read from {path} ({exc}). Install the "
+            "kernel again with its values: `cake kernel install <target> --env NAME=value ...`."
+        ) from None
+    return [token for key, value in env.items() for token in ("--env", f"{key}={value}")]
+
+
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise CakeError(
@@ -107,8 +156,13 @@ def install(
     target = resolve_target(list(target_tokens))
     preflight(target)  # an IDE would only show "kernel died": say it here instead (e.g. SkyPilot missing)
     name = check_name(name or default_name(target))
+    line_tokens, env = split_env(target_tokens)
+    argv = kernel_argv(shlex.join(line_tokens), name, on_shutdown)
+    if env:
+        argv += ["--env-file", str(_save_env(name, env))]
+    shown_target = mask_env_text(shlex.join(target_tokens))
     spec: dict[str, Any] = {
-        "argv": kernel_argv(shlex.join(target_tokens), name, on_shutdown),
+        "argv": argv,
         "display_name": display or display_name(target),
         "language": "python",
         # The proxy turns an interrupt_request into a remote interrupt; a signal would only reach
@@ -116,7 +170,7 @@ def install(
         "interrupt_mode": "message",
         "metadata": {
             "debugger": False,
-            "cake": {"target": shlex.join(target_tokens), "on_shutdown": on_shutdown},
+            "cake": {"target": shown_target, "on_shutdown": on_shutdown},
         },
     }
     with tempfile.TemporaryDirectory(prefix="cake-kernelspec-") as tmp:
@@ -131,7 +185,7 @@ def install(
                 f"Could not write the kernelspec ({exc.strerror}: {exc.filename}). Install it for your user "
                 "(the default), or into this environment with --sys-prefix."
             ) from None
-    return CakeKernelSpec(name, spec["display_name"], shlex.join(target_tokens), on_shutdown, where)
+    return CakeKernelSpec(name, spec["display_name"], shown_target, on_shutdown, where)
 
 
 def _copy_logos(dest: Path) -> None:
@@ -196,5 +250,8 @@ def remove(names: Sequence[str]) -> list[CakeKernelSpec]:
             manager.remove_kernel_spec(name)
         except PermissionError as exc:
             raise CakeError(f"Could not remove {spec.resource_dir} ({exc.strerror}). Retry with the needed rights.") from None
+        env_file = _argv_value(specs[name]["spec"].get("argv") or [], "--env-file")
+        if env_file:
+            Path(env_file).unlink(missing_ok=True)
         removed.append(spec)
     return removed

@@ -110,3 +110,53 @@ def test_kernelspecs_of_earlier_versions_still_work_and_reinstalling_migrates(id
     spec = json.loads((spec_dir / "kernel.json").read_text())
     assert spec["argv"] == [sys.executable, "-m", "ide_bridge.kernel", *old_argv[3:]]
     assert [line.split()[0] for line in cake("kernel", "list", env=env).stdout.splitlines()[1:]] == ["old-cake"]
+
+
+def test_env_values_stay_out_of_the_kernelspec_and_reach_the_kernel(ide_env: dict[str, str], cake_data_dir: Path) -> None:
+    """`--env HF_TOKEN=...` on a kernelspec: the argv (world-readable in kernel.json, and in `ps` while
+    the proxy runs) holds a 0600 file's path, not the value; the kernel the IDE starts still has it."""
+    import secrets
+    import stat
+
+    from jupyter_client import KernelManager
+
+    from helpers import files_containing
+
+    secret = "s3cr3t-" + secrets.token_hex(12)
+    name = "cake-test-env"
+    installed = cake("kernel", "install", "local", "--env", f"CAKE_TEST_SECRET={secret}", "--name", name, env=ide_env)
+    assert installed.returncode == 0 and secret not in installed.stdout + installed.stderr, installed
+    spec = KernelSpecManager().get_kernel_spec(name)
+    assert secret not in json.dumps(spec.to_dict()) and spec.metadata["cake"]["target"] == "local --env CAKE_TEST_SECRET=***"
+    env_file = Path(spec.argv[spec.argv.index("--env-file") + 1])
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600 and json.loads(env_file.read_text()) == {"CAKE_TEST_SECRET": secret}
+    assert secret not in cake("kernel", "list", env=ide_env).stdout
+
+    seen: list[dict] = []
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        reply = kc.execute_interactive("import os; print(os.environ['CAKE_TEST_SECRET'][::-1])", timeout=60,
+                                       output_hook=lambda msg: seen.append(msg))  # fmt: skip
+        assert reply["content"]["status"] == "ok"
+        assert secret[::-1] + "\n" in [m["content"].get("text") for m in seen]
+        readable = [Path(p, "cmdline") for p in Path("/proc").glob("[0-9]*")]
+        assert not [p for p in readable if _holds(p, secret.encode())], "a process's argv shows the value"
+        # In Cake's files too, only 0600 files hold it: the kernelspec's env file and the session's.
+        holders = files_containing(cake_data_dir, secret.encode())
+        assert env_file in holders and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in holders), holders
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert cake("kernel", "remove", name, env=ide_env).returncode == 0
+    assert not env_file.exists()  # removing the kernelspec removes its values
+
+
+def _holds(path: Path, needle: bytes) -> bool:
+    try:
+        return needle in path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return False
