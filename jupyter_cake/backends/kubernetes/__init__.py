@@ -29,7 +29,9 @@ from jupyter_cake.backends.kubernetes.forward import (
     spawn_forwarder,
     stop_forwarder,
 )
-from jupyter_cake.backends.kubernetes.podspec import REPORT_PORT, build_pod, env_secret, nanny_archive, owner_patch, pod_name
+from jupyter_cake.backends.kubernetes.podspec import (
+    REPORT_PORT, build_pod, env_secret, env_secret_name, nanny_archive, owner_patch, pod_name,
+)  # fmt: skip
 from jupyter_cake.backends.kubernetes.rbac import api_error, preflight
 from jupyter_cake.backends.kubernetes.waiting import pod_state
 from jupyter_cake.errors import CakeError
@@ -83,6 +85,8 @@ class KubernetesBackend(Backend):
     def intent(self, target: Target, session_dir: Path) -> dict[str, Any]:
         # The Pod's name follows from the session id, and the cluster from the target (namespace "" is
         # the context's own): enough for release to delete a Pod whose starter died after creating it.
+        # So is the --env Secret's, which exists before the Pod (and without an owner until the Pod is
+        # made its owner): a starter killed in between leaves a Secret that only its name can find.
         options = target.options_dict()
         parts = target.infra_parts
         return {
@@ -90,6 +94,7 @@ class KubernetesBackend(Backend):
             "kubeconfig": options.get("kubeconfig", ""),
             "namespace": options.get("namespace", ""),
             "pod": pod_name(session_dir.name),
+            **({"env_secret": env_secret_name(session_dir.name)} if target.env else {}),
         }
 
     def allocate(self, target: Target, session_dir: Path, progress: Progress) -> Allocation:
@@ -158,6 +163,24 @@ class KubernetesBackend(Backend):
                 with contextlib.suppress(Exception):
                     delete(made, cluster.namespace, grace_period_seconds=0, _request_timeout=request_timeout())
             raise
+
+    def _delete_env_secret(self, data: dict[str, Any]) -> None:
+        """Delete the session's --env Secret, if it has one. Once the Pod owns it, deleting the Pod would
+        do; but a start killed before that (or an older cluster's slow garbage collector) must not leave
+        the values behind. Gone already (404) or the cluster unreachable: nothing to do here now."""
+        secret = data.get("env_secret")
+        if not secret:
+            return
+        from kubernetes.client.rest import ApiException
+
+        try:
+            cluster = self._cluster(data)
+            cluster.core.delete_namespaced_secret(secret, cluster.namespace, _request_timeout=request_timeout())
+        except ApiException as exc:
+            if exc.status != 404:
+                raise api_error(exc, f"delete the Secret {secret}", data.get("namespace", ""), data.get("context", "")) from None
+        except (CakeError, *network_errors()):
+            pass
 
     def start_nanny(self, allocation: Allocation, target: Target, progress: Progress, timeout: float) -> NannyInfo:
         data = allocation.data
@@ -299,6 +322,8 @@ class KubernetesBackend(Backend):
         if not name:
             return
         from kubernetes.client.rest import ApiException
+
+        self._delete_env_secret(data)
 
         try:
             cluster = self._cluster(data)
