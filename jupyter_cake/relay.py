@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jupyter_cake.session import Output
+from jupyter_cake.session.wire import COMM_TYPES
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -48,16 +49,30 @@ class RemoteResult:
 
 
 class Relay:
-    """Callable sink: publish each output locally; keep the result and error for the magic."""
+    """Callable sink: publish each output locally; keep the result and error for the magic.
 
-    def __init__(self, where: str = "") -> None:
+    ``on_comm`` takes the remote kernel's comm messages (widgets, progress bars), which the magics mirror
+    into the local kernel; without one they are dropped. An input_request (remote ``input()``, ``getpass``,
+    pdb) is asked here, with the local ``input``/``getpass`` (in a notebook kernel: the frontend's prompt;
+    in ``cake run``: the terminal), and the answer goes back to the remote kernel."""
+
+    def __init__(self, where: str = "", on_comm: Callable[[Output], None] | None = None) -> None:
         self.where = where
+        self.on_comm = on_comm
         self.result: RemoteResult | None = None
         self.error: RemoteError | None = None
 
     def __call__(self, output: Output) -> None:
         kind = output["msg_type"]
         content = output["content"]
+        if kind in COMM_TYPES:
+            if self.on_comm is not None:
+                self.on_comm(output)
+            return
+        if kind == "input_request":
+            self._flush()
+            answer_prompt(output)
+            return
         if kind == "stream":
             stream = sys.stderr if content.get("name") == "stderr" else sys.stdout
             stream.write(content.get("text", ""))
@@ -90,6 +105,23 @@ class Relay:
     def _flush() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def answer_prompt(output: Output) -> None:
+    """Ask the user an input_request output's prompt here and send the answer to the remote kernel. The
+    local ``input``/``getpass`` are looked up at call time: in a notebook kernel ipykernel puts its own
+    (which ask the frontend; getpass's does not echo) in place only while a cell runs."""
+    import builtins
+    import getpass
+
+    content = output["content"]
+    prompt = content.get("prompt", "")
+    try:
+        answer = getpass.getpass(prompt) if content.get("password") else builtins.input(prompt)
+    except Exception:
+        output["answer"]("")  # e.g. EOF: the remote code must not wait for a reply that never comes
+        raise
+    output["answer"](answer)
 
 
 def journal_text(entries: Iterable[Mapping[str, Any]]) -> str:

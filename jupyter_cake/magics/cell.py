@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 from typing import Any
 
 from jupyter_cake import widget
 from jupyter_cake.errors import RunTimeout
 from jupyter_cake.magics.arguments import CellOptions
+from jupyter_cake.magics.comms import twins_for
 from jupyter_cake.magics.context import Context
 from jupyter_cake.magics.follow import Follower
 from jupyter_cake.magics.variables import pull, push
@@ -37,15 +39,15 @@ def run_cell(ctx: Context, options: CellOptions, cell: str) -> Any:
         if options.push:
             push(ctx.shell, handle, options.push)
         sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        run_id, future = handle.start_run(cell, None if options.detach else sink.put,
-                                          detach=options.detach, source=_source(ctx.shell))  # fmt: skip
+        run_id, future = handle.start_run(cell, None if options.detach else sink.put, detach=options.detach,
+                                          source=_source(ctx.shell), allow_stdin=_can_ask(ctx.shell, options.detach))  # fmt: skip
         if options.detach:
             future.result()
             print(f"[cake] run {run_id} detached on session {handle.id}; `%cake attach {run_id}` to follow it")
             return None
         if header is not None:
             header.running(run_id, handle.interrupt)
-        relay = Relay(where=f"session {handle.id}, run {run_id}")
+        relay = Relay(where=f"session {handle.id}, run {run_id}", on_comm=twins_for(ctx.comm_twins, handle))
         try:
             outcome = follower.follow(handle, future, sink, relay, options.timeout, run_id)
         except RunTimeout:
@@ -68,6 +70,17 @@ def run_cell(ctx: Context, options: CellOptions, cell: str) -> Any:
     if options.pull:
         pull(ctx.shell, handle, options.pull)
     return relay.result
+
+
+def _can_ask(shell: Any, detach: bool) -> bool:
+    """Whether the remote cell may ask for input: where this cell could (the frontend said so in its
+    request; a terminal IPython has a terminal). A detached run may: its prompt waits for `%cake attach`."""
+    if detach:
+        return True
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return sys.stdin.isatty()
+    return bool(getattr(kernel, "_allow_stdin", False))  # ipykernel's: set from each execute_request
 
 
 def _source(shell: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from jupyter_cake import views
 from jupyter_cake.errors import CakeError, SessionGone
 from jupyter_cake.magics.arguments import HELP, split_use_flags, variable_names
+from jupyter_cake.magics.comms import twins_for
 from jupyter_cake.magics.context import Context
 from jupyter_cake.magics.follow import Follower
 from jupyter_cake.magics.variables import pull, push
@@ -67,6 +68,7 @@ def cmd_attach(ctx: Context, args: list[str]) -> Any:
             relay(entry)
         print(f"[cake] run {run.id} ({run.state}); its session has ended, output replayed from the journal")
     else:
+        relay.on_comm = twins_for(ctx.comm_twins, handle)
         outcome = Follower().follow(handle, future, sink, relay, None, run.id)
         handle.finish_run(outcome)
     if relay.error is not None:

@@ -40,6 +40,7 @@ class Context:
         self.shell = shell
         self._cake: Cake | None = None
         self.current: Handle | None = None
+        self.comm_twins: dict[str, Any] = {}  # session id -> its remote comms' local twins (comms.py)
 
     @property
     def core(self) -> Cake:

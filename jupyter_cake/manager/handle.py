@@ -157,8 +157,11 @@ class Handle:
             return False
         return True
 
-    def start_run(self, code: str, sink: Sink | None, detach: bool = False, source: str = "") -> tuple[str, Any]:
-        """Record and send a run; returns (run id, concurrent future of its Outcome or None)."""
+    def start_run(
+        self, code: str, sink: Sink | None, detach: bool = False, source: str = "", allow_stdin: bool = False
+    ) -> tuple[str, Any]:
+        """Record and send a run; returns (run id, concurrent future of its Outcome or None).
+        ``allow_stdin``: the front door can ask its user when the remote code calls input()."""
         self._refuse_if_closed()
         if detach:
             self.ensure_alive()  # nobody waits on a detached run: check before promising one
@@ -166,13 +169,19 @@ class Handle:
             self.probe()
         run_id = new_id("r-")
         now = time.time()
-        future = engine.submit(self.remote.execute(code, run_id, sink, detach=detach))
+        future = engine.submit(self.remote.execute(code, run_id, sink, detach=detach, allow_stdin=allow_stdin))
         # Recorded while the kernel already works on it: the write costs the cell no time.
         self.cake.store.add_run(
             RunRow(id=run_id, session_id=self.id, state="running", created=now, started=now, code=code,
                    source=source, detached=int(detach))
         )  # fmt: skip
         return run_id, future
+
+    def send_comm(self, msg_type: str, content: dict[str, Any], buffers: Any, sink: Sink, timeout: float) -> Any:
+        """Forward a frontend's comm message to the remote kernel (see RemoteSession.send_comm); returns
+        a concurrent future, done once the kernel has handled it (or after ``timeout``)."""
+        self._refuse_if_closed()
+        return engine.submit(self.remote.send_comm(msg_type, content, buffers, sink, timeout))
 
     def finish_run(self, outcome: Outcome) -> None:
         error = None

@@ -81,14 +81,14 @@ def _handle_vars(comm: Any, open_msg: dict[str, Any]) -> None:
         comm.close()
 
 
-def _await_connection_file(args: list[str], app_class: type) -> None:
+def _await_connection_file(args: list[str], app_class: Any) -> None:
     """Wait for the nanny's go (see the module doc), then make sure this ipykernel can honour the file's
     Curve keys: one that can't would listen unencrypted while every client expects encryption."""
     if not os.environ.pop(AWAIT_CONNECTION_ENV, ""):
         return
     while os.read(0, 4096) not in (b"", b"\n"):
         pass
-    path = args[args.index("-f") + 1] if "-f" in args else None
+    path = args[args.index("-f") + 1] if "-f" in args else ""
     wants_curve = bool(path) and "curve_secretkey" in json.loads(Path(path).read_text(encoding="utf-8"))
     if wants_curve and "curve_secretkey" not in app_class.class_trait_names():
         sys.exit(f"cake kernel: {path} asks for CurveZMQ, which this ipykernel cannot do (7.3+ can)")

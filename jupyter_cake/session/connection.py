@@ -40,7 +40,11 @@ class Connection(Wire):
         Re-attaching must not: a kernel busy with a long cell answers nothing until the cell ends,
         so then the nanny (which always answers) vouches for the session instead."""
         self._open_client()
-        self.shell = self.client.connect_shell()
+        # The kernel sends a run's input_request to the stdin socket with the routing id of the shell
+        # socket that sent the run: the two must share it.
+        identity = self.session.bsession
+        self.shell = self.client.connect_shell(identity=identity)
+        self.stdin = self.client.connect_stdin(identity=identity)
         self.control = self.client.connect_control()
         self.iopub = self.client.connect_iopub()
         self._nanny = self._new_nanny_socket()
@@ -50,6 +54,7 @@ class Connection(Wire):
             asyncio.ensure_future(self._watch_iopub(self._monitor)),
             asyncio.ensure_future(self._read_replies(self.shell)),
             asyncio.ensure_future(self._read_replies(self.control)),
+            asyncio.ensure_future(self._read_stdin()),
         ]
         if wait_kernel:
             await self.wait_ready(timeout)
@@ -106,7 +111,7 @@ class Connection(Wire):
         if self._monitor is not None:
             self.iopub.disable_monitor()
             self._monitor.close(linger=0)
-        for name in ("shell", "control", "iopub", "_nanny"):
+        for name in ("shell", "stdin", "control", "iopub", "_nanny"):
             sock = getattr(self, name, None)  # absent after connect_nanny_only()
             if sock is not None:
                 sock.close(linger=0)

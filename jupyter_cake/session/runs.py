@@ -1,6 +1,7 @@
 """Runs on a connected session: executing a cell and streaming its outputs to a sink, attaching to a
 run by replaying the nanny's journal and then following it live, healing lost iopub from the journal,
-interrupting, and the ``Outcome`` that says how a run ended.
+interrupting, and the ``Outcome`` that says how a run ended; and forwarding a frontend's comm messages
+(widgets) to the kernel, whose answers reach a sink the same way.
 
 Journal entries become the same ``Output`` dicts as live iopub (``_output_from_journal``), so a sink
 cannot tell a replayed output from a live one.
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +59,7 @@ class Runs(Connection):
         except SessionGone:
             self._send(self.control, "interrupt_request", {})
 
-    def start_run(self, code: str, run_id: str, sink: Sink | None) -> _Route:
+    def start_run(self, code: str, run_id: str, sink: Sink | None, allow_stdin: bool = False) -> _Route:
         route = _Route(sink=sink, done=asyncio.get_running_loop().create_future())
         self._routes[run_id] = route
         self._reply(run_id)
@@ -66,20 +68,40 @@ class Runs(Connection):
             "silent": False,
             "store_history": True,
             "user_expressions": {},
-            "allow_stdin": False,
+            "allow_stdin": allow_stdin,  # input() asks the sink's user (an input_request output)
             "stop_on_error": False,
         }
         self._send(self.shell, "execute_request", content, msg_id=run_id)
         return route
 
-    async def execute(self, code: str, run_id: str, sink: Sink | None, detach: bool = False) -> Outcome | None:
-        """Send ``code``; unless ``detach``, stream its outputs to ``sink`` and return how it ended."""
-        route = self.start_run(code, run_id, sink)
+    async def execute(
+        self, code: str, run_id: str, sink: Sink | None, detach: bool = False, allow_stdin: bool = False
+    ) -> Outcome | None:
+        """Send ``code``; unless ``detach``, stream its outputs to ``sink`` and return how it ended.
+        ``allow_stdin``: the remote code may ask for input (a detached run's prompt waits for an attach)."""
+        route = self.start_run(code, run_id, sink, allow_stdin)
         if detach:
             self._routes.pop(run_id, None)
             self._replies.pop(run_id, None)
             return None
         return await self._finish(run_id, route)
+
+    async def send_comm(
+        self, msg_type: str, content: dict[str, Any], buffers: Sequence[Any], sink: Sink, timeout: float
+    ) -> None:
+        """Forward a frontend's comm message (a slider moved) to the kernel; until the kernel is idle
+        again, or ``timeout``, what its handlers publish (echoed state, prints of observers) goes to
+        ``sink``. Comm messages are not journaled: after a drop, what they caused is not replayed."""
+        msg_id = uuid.uuid4().hex
+        route = _Route(sink=sink, done=asyncio.get_running_loop().create_future(), journaled=False)
+        self._routes[msg_id] = route
+        try:
+            self._send(self.shell, msg_type, content, msg_id=msg_id, buffers=buffers)
+            await asyncio.wait_for(asyncio.shield(route.done), timeout)
+        except asyncio.TimeoutError:
+            pass  # a slow handler: its later messages reach the comm listener instead
+        finally:
+            self._routes.pop(msg_id, None)
 
     async def _finish(self, run_id: str, route: _Route) -> Outcome:
         if not self._iopub_up.is_set():
@@ -134,7 +156,8 @@ class Runs(Connection):
         """iopub's connection broke (or a ping failed): every run being followed holds its live outputs
         and fills what it missed from the journal, so each output shows exactly once and in order."""
         for run_id, route in list(self._routes.items()):
-            self._hold(run_id, route)
+            if route.journaled:
+                self._hold(run_id, route)
 
     def _hold(self, run_id: str, route: _Route) -> None:
         if route.held is None:
@@ -206,6 +229,9 @@ class Runs(Connection):
             replayed = len(route.seen)
             for output in live:  # arrived while the journal was fetched; duplicates are skipped
                 self._deliver_live(route, output)
+            waiting = self._pending_input.pop(run_id, None)
+            if waiting is not None:  # a detached run that asked for input while nobody followed it
+                self._deliver_live(route, waiting)
             run = journal.get("run")
             if run and run.get("state") != "running":
                 state = run["state"]

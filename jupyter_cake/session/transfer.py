@@ -27,6 +27,7 @@ class Transfer(Connection):
         comm_id = uuid.uuid4().hex
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._comms[comm_id] = waiter
+        self._own_comms.add(comm_id)  # its comm_close is not a widget's
         self._send(
             self.shell,
             "comm_open",

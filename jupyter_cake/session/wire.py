@@ -23,9 +23,12 @@ from jupyter_cake.nanny.journal import JOURNALED_TYPES
 if TYPE_CHECKING:  # jupyter_client is imported when a session connects, not with jupyter_cake
     from jupyter_client.asynchronous import AsyncKernelClient
 
-# {"msg_id", "msg_type", "content", "metadata", "buffers"}: one output of a run.
+# {"msg_id", "msg_type", "content", "metadata", "buffers"}: one output of a run. An input_request (the
+# remote code called input(), getpass or pdb) also has "answer": a callable, safe from any thread, that
+# sends the user's reply back.
 Output = dict[str, Any]
 Sink = Callable[[Output], None]
+COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})  # widgets, progress bars: mirrored locally
 
 
 @dataclass
@@ -43,6 +46,7 @@ class _Route:
     final_state: str | None = None  # how the journal says the run ended, when its reply was lost
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a held output came
     filler: asyncio.Task[None] | None = None
+    journaled: bool = True  # a run the nanny journals (not a comm message forwarded to the kernel)
 
 
 class Wire:
@@ -54,6 +58,7 @@ class Wire:
     shell: zmq.Socket[Any]
     control: zmq.Socket[Any]
     iopub: zmq.Socket[Any]
+    stdin: zmq.Socket[Any]
 
     def __init__(self, channel: Channel, label: str) -> None:
         self.channel = channel
@@ -61,6 +66,11 @@ class Wire:
         self._routes: dict[str, _Route] = {}
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._comms: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._own_comms: set[str] = set()  # comms of Cake's own requests (transfer.py): never mirrored
+        # Comm messages outside any followed run (a widget updated by a thread after its cell ended).
+        self.comm_listener: Sink | None = None
+        # input_requests of runs nobody follows right now (detached): answered when one is attached.
+        self._pending_input: dict[str, Output] = {}
         self._iopub_seen = asyncio.Event()
         self._iopub_up = asyncio.Event()  # iopub's connection stands (its socket monitor says so)
         self._iopub_up.set()
@@ -84,12 +94,8 @@ class Wire:
             header = json.loads(frames[start].bytes)
             parent = json.loads(frames[start + 1].bytes)
             msg_type = header["msg_type"]
-            if msg_type == "comm_msg":
-                content = json.loads(frames[start + 3].bytes)
-                waiter = self._comms.pop(content.get("comm_id", ""), None)
-                if waiter and not waiter.done():
-                    buffers = [memoryview(f) for f in frames[start + 4 :]]  # zero-copy, writable
-                    waiter.set_result({"content": content, "buffers": buffers})
+            if msg_type in COMM_TYPES:
+                self._on_comm(msg_type, header, parent, frames[start + 2 :])
                 continue
             route = self._routes.get(parent.get("msg_id", ""))
             if route is None:
@@ -109,11 +115,61 @@ class Wire:
                 "metadata": json.loads(frames[start + 2].bytes or b"{}"),
                 "buffers": [memoryview(f) for f in frames[start + 4 :]],
             }
-            if route.held is not None:
-                route.held.append(output)
-                route.arrived.set()
+            self._route_output(route, output)
+
+    def _on_comm(self, msg_type: str, header: dict[str, Any], parent: dict[str, Any], frames: list[Any]) -> None:
+        """A comm message from the kernel: the answer to a variable transfer, or a message of a widget
+        (or any comm the user's code opened), for the run it belongs to or else the comm listener."""
+        content = json.loads(frames[1].bytes)
+        comm_id = content.get("comm_id", "")
+        buffers = [memoryview(f) for f in frames[2:]]  # zero-copy, writable
+        if msg_type == "comm_msg":
+            waiter = self._comms.pop(comm_id, None)
+            if waiter and not waiter.done():
+                waiter.set_result({"content": content, "buffers": buffers})
+                return
+        if comm_id in self._own_comms:
+            if msg_type == "comm_close":
+                self._own_comms.discard(comm_id)
+            return
+        output: Output = {"msg_id": header["msg_id"], "msg_type": msg_type, "content": content,
+                          "metadata": json.loads(frames[0].bytes or b"{}"), "buffers": buffers}  # fmt: skip
+        route = self._routes.get(parent.get("msg_id", ""))
+        if route is not None:
+            self._route_output(route, output)
+        elif self.comm_listener is not None:
+            self.comm_listener(output)
+
+    def _route_output(self, route: _Route, output: Output) -> None:
+        if route.held is not None:
+            route.held.append(output)
+            route.arrived.set()
+        else:
+            self._deliver_live(route, output)
+
+    async def _read_stdin(self) -> None:
+        """input_requests of the kernel (input(), getpass, pdb), to the run that asked, with a way to answer."""
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await self._recv(self.stdin)
+            if msg["msg_type"] != "input_request":
+                continue
+            request = msg["header"]
+
+            def answer(value: str, request: dict[str, Any] = request) -> None:
+                loop.call_soon_threadsafe(self._answer_input, request, value)
+
+            output: Output = {"msg_id": request["msg_id"], "msg_type": "input_request", "content": msg["content"],
+                              "metadata": {}, "buffers": [], "answer": answer}  # fmt: skip
+            run_id = (msg.get("parent_header") or {}).get("msg_id", "")
+            route = self._routes.get(run_id)
+            if route is None:
+                self._pending_input[run_id] = output
             else:
-                self._deliver_live(route, output)
+                self._route_output(route, output)
+
+    def _answer_input(self, request: dict[str, Any], value: str) -> None:
+        self.session.send(self.stdin, self.session.msg("input_reply", {"value": value}, parent=request))
 
     def _deliver_live(self, route: _Route, output: Output) -> None:
         """A live output: delivered unless the journal already gave it; counted as the journal does."""

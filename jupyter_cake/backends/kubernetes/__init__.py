@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_cake.backends.base import Allocation, Backend, Channel, NannyInfo, Progress, forwarded_endpoints, idle_minutes
+from jupyter_cake.backends.base import (
+    Allocation,
+    Backend,
+    Channel,
+    NannyInfo,
+    Progress,
+    forwarded_endpoints,
+    idle_minutes,
+)
 from jupyter_cake.backends.kubernetes.cluster import Cluster, connect, network_errors, request_timeout, unreachable
 from jupyter_cake.backends.kubernetes.forward import (
     ENDED_FILE,
@@ -30,7 +38,13 @@ from jupyter_cake.backends.kubernetes.forward import (
     stop_forwarder,
 )
 from jupyter_cake.backends.kubernetes.podspec import (
-    REPORT_PORT, build_pod, env_secret, env_secret_name, nanny_archive, owner_patch, pod_name,
+    REPORT_PORT,
+    build_pod,
+    env_secret,
+    env_secret_name,
+    nanny_archive,
+    owner_patch,
+    pod_name,
 )  # fmt: skip
 from jupyter_cake.backends.kubernetes.rbac import api_error, preflight
 from jupyter_cake.backends.kubernetes.waiting import pod_state
@@ -179,8 +193,10 @@ class KubernetesBackend(Backend):
         except ApiException as exc:
             if exc.status != 404:
                 raise api_error(exc, f"delete the Secret {secret}", data.get("namespace", ""), data.get("context", "")) from None
-        except (CakeError, *network_errors()):
-            pass
+        except CakeError:
+            return  # no cluster to ask (its kubeconfig is gone): the Pod's deletion below says the same
+        except network_errors():
+            return  # unreachable now: a later `cake down` tries again, the row stays until then
 
     def start_nanny(self, allocation: Allocation, target: Target, progress: Progress, timeout: float) -> NannyInfo:
         data = allocation.data

@@ -1,0 +1,99 @@
+"""The remote kernel's comms, mirrored in the notebook's own kernel: remote ipywidgets and tqdm bars render
+and stay interactive, as if the code ran here.
+
+A frontend only talks to the local kernel, so every comm the remote code opens (any target: ipywidgets'
+``jupyter.widget``, a library's own) gets a local twin with the same comm id, target, data, metadata and
+buffers; the widget views the remote cell displays name that id, so the frontend finds their models.
+What the remote kernel sends on a comm is sent on its twin; what the frontend sends to a twin (a slider
+moved) is forwarded to the remote kernel, and what the remote handlers publish in answer (echoed state,
+prints of ``observe`` callbacks) is relayed while the local kernel handles the frontend's message, as a
+local comm handler's outputs would be. A comm closed on either side closes on the other.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from jupyter_cake.manager import Handle
+from jupyter_cake.relay import Relay
+from jupyter_cake.session import Output
+
+# How long the local kernel waits for the remote handlers of one frontend comm message. Longer ones go
+# on remotely; their later messages still reach the twins (through the session's comm listener).
+FORWARD_TIMEOUT_S = 30.0
+POLL_S = 0.05
+
+
+class CommTwins:
+    """The local twins of one remote session's comms."""
+
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+        self._twins: dict[str, Any] = {}
+        self._lock = threading.Lock()  # runs' messages arrive on the main thread, the rest on the engine's
+        handle.remote.comm_listener = self
+
+    def __call__(self, output: Output) -> None:
+        kind, content = output["msg_type"], output["content"]
+        comm_id = str(content.get("comm_id", ""))
+        data, metadata, buffers = content.get("data") or {}, output.get("metadata") or {}, output.get("buffers") or []
+        with self._lock:
+            if kind == "comm_open":
+                self._twins[comm_id] = self._open_twin(comm_id, content, metadata, buffers)
+                return
+            twin = self._twins.get(comm_id) if kind == "comm_msg" else self._twins.pop(comm_id, None)
+        if twin is None:
+            return  # a comm opened before this kernel attached to the session
+        if kind == "comm_msg":
+            twin.send(data=data, metadata=metadata, buffers=buffers)
+        else:
+            twin.close(data=data, metadata=metadata, buffers=buffers)  # close() does not call on_close
+
+    def _open_twin(self, comm_id: str, content: dict[str, Any], metadata: dict[str, Any], buffers: list[Any]) -> Any:
+        from comm import create_comm
+
+        twin = create_comm(
+            comm_id=comm_id, target_name=content.get("target_name", ""), target_module=content.get("target_module"),
+            data=content.get("data") or {}, metadata=metadata, buffers=buffers,
+        )  # fmt: skip
+        twin.on_msg(lambda msg: self._forward("comm_msg", comm_id, msg))
+        twin.on_close(lambda msg: self._forget_and_forward(comm_id, msg))
+        return twin
+
+    def _forget_and_forward(self, comm_id: str, msg: dict[str, Any]) -> None:
+        with self._lock:
+            self._twins.pop(comm_id, None)
+        self._forward("comm_close", comm_id, msg)
+
+    def _forward(self, kind: str, comm_id: str, msg: dict[str, Any]) -> None:
+        """In the local kernel's handler of the frontend's message: send it on, relay the answers."""
+        content = {"comm_id": comm_id, "data": (msg.get("content") or {}).get("data") or {}}
+        outputs: queue.SimpleQueue[Output] = queue.SimpleQueue()
+        relay = Relay(where=f"session {self.handle.id}", on_comm=self)
+        try:
+            future = self.handle.send_comm(kind, content, msg.get("buffers") or [], outputs.put, FORWARD_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the session ended: the widget is dead, say so once
+            print(f"[cake] the widget's session is gone; nothing was sent: {exc}")
+            return
+        while True:
+            try:
+                relay(outputs.get(timeout=POLL_S))
+                continue
+            except queue.Empty:
+                pass
+            if future.done():
+                break
+        while not outputs.empty():
+            relay(outputs.get_nowait())
+        if relay.error is not None:
+            print(f"[cake] {relay.error}")  # a remote handler raised: show it as ipykernel would
+
+
+def twins_for(registry: dict[str, CommTwins], handle: Handle) -> CommTwins:
+    """The twins of ``handle``'s session in this kernel (one set per session, made on first use)."""
+    twins = registry.get(handle.id)
+    if twins is None or twins.handle is not handle:
+        twins = registry[handle.id] = CommTwins(handle)
+    return twins

@@ -1,0 +1,170 @@
+"""Remote widgets and prompts in `%%cake` cells, seen from a frontend: the notebook's own kernel (a real
+ipykernel with the magics) driven at the Jupyter protocol by a jupyter_client "frontend" that does what
+JupyterLab does (keeps the comms its kernel opens, sends comm messages when a slider moves, answers
+input_request on stdin). The remote session is a real local one; nothing is mocked."""
+
+from __future__ import annotations
+
+import queue
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jupyter_client import KernelManager
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+class Frontend:
+    """One notebook's kernel, as a frontend sees it: every iopub message of each request, in order."""
+
+    def __init__(self) -> None:
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel()
+        self.kc = self.km.blocking_client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.messages: list[dict[str, Any]] = []  # all iopub, in arrival order
+
+    def execute(self, code: str, answers: list[str] | None = None, timeout: float = 120) -> list[dict[str, Any]]:
+        """Run a cell (stdin allowed); answer each input_request with the next of ``answers``, keeping the
+        requests in ``self.prompts``. Returns the cell's iopub messages; raises if the cell failed."""
+        answers = list(answers or [])
+        self.prompts: list[dict[str, Any]] = []
+        msg_id = self.kc.execute(code, allow_stdin=answers != [])
+        return self._until_idle(msg_id, answers, timeout, expect_reply=True)
+
+    def comm_msg(self, comm_id: str, data: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
+        """What JupyterLab's widget manager sends when the user changes a widget; returns its iopub."""
+        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        self.kc.shell_channel.send(msg)
+        return self._until_idle(msg["header"]["msg_id"], [], timeout, expect_reply=False)
+
+    def _until_idle(self, msg_id: str, answers: list[str], timeout: float, expect_reply: bool) -> list[dict[str, Any]]:
+        own: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if answers:
+                try:
+                    request = self.kc.get_stdin_msg(timeout=0.01)
+                    self.prompts.append(request["content"])
+                    self.kc.input(answers.pop(0))
+                except queue.Empty:
+                    pass
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.05)
+            except queue.Empty:
+                continue
+            self.messages.append(msg)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            own.append(msg)
+        else:
+            raise AssertionError(f"no idle status within {timeout} s; got {[m['msg_type'] for m in own]}")
+        if expect_reply:
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            errors = [m["content"] for m in own if m["msg_type"] == "error"]
+            assert reply["content"]["status"] == "ok", errors or reply["content"]
+        return own
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def _stdout(messages: list[dict[str, Any]]) -> str:
+    return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
+
+
+def _opened(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["content"]["comm_id"]: m["content"] for m in messages if m["msg_type"] == "comm_open"}
+
+
+@pytest.fixture(scope="module")
+def frontend() -> Iterator[Frontend]:
+    fe = Frontend()
+    try:
+        fe.execute("%load_ext jupyter_cake")
+        fe.execute("%cake use local --name widgets-test --new")
+        yield fe
+        fe.execute("%cake down")
+    finally:
+        fe.close()
+
+
+def test_a_remote_slider_renders_and_moving_it_changes_the_remote_value(frontend: Frontend) -> None:
+    shown = frontend.execute(
+        "%%cake\nimport ipywidgets as widgets\nslider = widgets.IntSlider(value=3, description='lr')\n"
+        "slider.observe(lambda change: print('remote saw', change['new']), 'value')\nslider"
+    )
+    opened = _opened(shown)
+    views = [m["content"]["data"][WIDGET_VIEW]["model_id"] for m in shown
+             if m["msg_type"] in ("display_data", "execute_result") and WIDGET_VIEW in m["content"]["data"]]  # fmt: skip
+    assert len(views) == 1 and views[0] in opened, (views, list(opened))  # no "model not found"
+    model = opened[views[0]]
+    assert model["target_name"] == "jupyter.widget"
+    assert model["data"]["state"]["_model_name"] == "IntSliderModel" and model["data"]["state"]["value"] == 3
+    # Every model the view needs (layout, style) was opened before the view was shown.
+    order = [m["msg_type"] for m in shown]
+    assert max(i for i, t in enumerate(order) if t == "comm_open") < order.index("execute_result")
+
+    # The user drags the slider to 7: the remote widget takes it and its observer runs remotely; what it
+    # prints comes back as the answer to that comm message, as a local widget's would.
+    answer = frontend.comm_msg(views[0], {"method": "update", "state": {"value": 7}, "buffer_paths": []})
+    assert _stdout(answer) == "remote saw 7\n"
+    assert _stdout(frontend.execute("%%cake\nprint(slider.value)")) == "7\n"
+
+    # Changed remotely (by code), the view follows: an update on the same comm.
+    changed = frontend.execute("%%cake\nslider.value = 11")
+    updates = [m["content"]["data"] for m in changed if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == views[0]]
+    assert {"method": "update", "state": {"value": 11}, "buffer_paths": []} in updates, updates
+
+    # Closed remotely: closed here too, so the frontend drops the model.
+    closed = frontend.execute("%%cake\nslider.close()")
+    assert views[0] in [m["content"]["comm_id"] for m in closed if m["msg_type"] == "comm_close"]
+
+
+def test_a_tqdm_auto_bar_reaches_100_percent_with_every_update_in_order(frontend: Frontend) -> None:
+    cell = frontend.execute(
+        "%%cake\nimport time\nfrom tqdm.auto import tqdm\n"
+        "for i in tqdm(range(300), mininterval=0): time.sleep(0.002)\nprint('done')"
+    )
+    progress = [cid for cid, c in _opened(cell).items() if c["data"]["state"].get("_model_name") == "FloatProgressModel"]
+    assert len(progress) == 1, _opened(cell)
+    values = [m["content"]["data"]["state"]["value"] for m in cell
+              if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == progress[0]
+              and "value" in m["content"]["data"].get("state", {})]  # fmt: skip
+    assert values[-1] == 300 and values == sorted(values), values[-5:]  # in order, up to 100 %
+    assert _stdout(cell).endswith("done\n")
+
+
+def test_input_and_getpass_in_a_remote_cell_ask_the_frontend(frontend: Frontend) -> None:
+    cell = frontend.execute(
+        "%%cake\nimport getpass\nname = input('your name? ')\nsecret = getpass.getpass('token: ')\n"
+        "print(f'hello {name}, {len(secret)} chars')",
+        answers=["Ada", "hunter22"],
+    )
+    assert frontend.prompts == [{"prompt": "your name? ", "password": False},
+                                {"prompt": "token: ", "password": True}]  # fmt: skip
+    assert _stdout(cell).endswith("hello Ada, 8 chars\n")
+    assert "hunter22" not in str(cell)  # getpass does not echo
+
+
+def test_debug_after_a_remote_exception_inspects_the_remote_frame(frontend: Frontend) -> None:
+    with pytest.raises(AssertionError):  # the cell fails with the remote ZeroDivisionError
+        frontend.execute("%%cake\ndef train(lr):\n    local_var = lr * 42\n    return local_var / 0\ntrain(2)")
+    cell = frontend.execute("%%cake\n%debug", answers=["p local_var", "q"])
+    assert [p["prompt"] for p in frontend.prompts] == ["ipdb> ", "ipdb> "]
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", _stdout(cell))  # pdb colours its listing
+    assert "return local_var / 0" in shown and "\n84\n" in shown, shown
+
+
+def test_without_a_frontend_prompt_input_fails_as_it_would_locally(frontend: Frontend) -> None:
+    """A frontend that does not take input (allow_stdin false, like nbclient): the remote input() raises
+    StdinNotImplementedError at once instead of waiting for an answer nobody can give."""
+    with pytest.raises(AssertionError, match="StdinNotImplementedError"):
+        frontend.execute("%%cake\ninput('never asked: ')")
