@@ -47,11 +47,13 @@ def _run_cell(page: Any, index: int) -> Any:
 def test_remote_slider_progress_bar_and_prompt_in_jupyterlab(lab: Lab, page: Any, artifacts: Path) -> None:
     page.goto(lab.url(f"lab/tree/{_notebook(lab)}?reset&token={lab.token}"))
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-    page.wait_for_function("() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'",
-                           timeout=60_000)  # fmt: skip
-    _run_cell(page, 0).get_by_text(re.compile("started session")).wait_for(timeout=60_000)
-
+    # The kernel is connected and idle (the status bar can say idle before the notebook's kernel
+    # connection is up, and a cell run then is dropped).
+    page.wait_for_function("() => { const k = window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel;"
+                           " return k?.connectionStatus === 'connected' && k?.status === 'idle'; }",
+                           timeout=120_000)  # fmt: skip
     try:
+        _run_cell(page, 0).get_by_text(re.compile("started session")).wait_for(timeout=120_000)
         # The slider renders (its models were mirrored before the view was shown) at its remote value.
         shown = _run_cell(page, 1)
         handle = shown.locator(".widget-slider .noUi-handle")
