@@ -107,3 +107,31 @@ def test_without_a_frontend_prompt_input_fails_as_it_would_locally(frontend: Fro
     StdinNotImplementedError at once instead of waiting for an answer nobody can give."""
     with pytest.raises(AssertionError, match="StdinNotImplementedError"):
         frontend.execute("%%cake\ninput('never asked: ')")
+
+
+def test_a_kernel_that_attaches_later_gets_the_live_widgets_back(frontend: Frontend) -> None:
+    """The notebook's kernel restarted (or another notebook attached): the remote widgets are still alive,
+    so their models come back with their state, and a view shown again is no 'model not found'."""
+    frontend.execute("%%cake\nimport ipywidgets as widgets\nkept = widgets.IntSlider(value=5)")
+    later = Frontend()
+    try:
+        later.execute("%load_ext jupyter_cake")
+        later.execute("%cake use local --name widgets-test")  # re-attach to the same session
+        shown = later.execute("%%cake\nkept")
+        opened = _opened(later.messages)
+        [view] = [m["content"]["data"][WIDGET_VIEW]["model_id"] for m in shown if m["msg_type"] == "execute_result"]
+        assert view in opened and opened[view]["data"]["state"]["value"] == 5
+        assert opened[view]["data"]["state"]["_model_name"] == "IntSliderModel"
+        later.comm_msg(view, {"method": "update", "state": {"value": 6}, "buffer_paths": []})
+        assert _stdout(frontend.execute("%%cake\nprint(kept.value)")) == "6\n"  # the first notebook sees it too
+    finally:
+        later.close()
+
+
+def test_a_detached_runs_prompt_waits_for_attach(frontend: Frontend) -> None:
+    detached = frontend.execute("%%cake --detach\nplan = input('continue? ')\nprint('plan is', plan)")
+    run_id = re.search(r"run (r-[0-9a-f]+) detached", _stdout(detached))
+    assert run_id, _stdout(detached)
+    attached = frontend.execute(f"%cake attach {run_id.group(1)}", answers=["yes"])
+    assert frontend.prompts == [{"prompt": "continue? ", "password": False}]
+    assert _stdout(attached).endswith("plan is yes\n")

@@ -24,6 +24,10 @@ from jupyter_cake.session import Output
 # on remotely; their later messages still reach the twins (through the session's comm listener).
 FORWARD_TIMEOUT_S = 30.0
 POLL_S = 0.05
+RESTORE_TIMEOUT_S = 10.0
+WIDGET_TARGET = "jupyter.widget"
+# The widget protocol version ipywidgets 8 opens its comms with; a model's state request does not say it.
+WIDGET_PROTOCOL = "2.1.0"
 
 
 class CommTwins:
@@ -34,6 +38,23 @@ class CommTwins:
         self._twins: dict[str, Any] = {}
         self._lock = threading.Lock()  # runs' messages arrive on the main thread, the rest on the engine's
         handle.remote.comm_listener = self
+        self._restore()
+
+    def _restore(self) -> None:
+        """Twins for the widgets already alive remotely: this kernel attached after they were made (it was
+        restarted, or another notebook made them), so their views would otherwise find no model."""
+        try:
+            states = self.handle.comm_states(WIDGET_TARGET, RESTORE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - widgets are a nicety: never fail the cell for them
+            print(f"[cake] could not restore the session's widgets: {exc}")
+            return
+        for comm_id, update in states:
+            data = update["content"]["data"]
+            content = {"target_name": WIDGET_TARGET, "data": {"state": data.get("state") or {},
+                                                              "buffer_paths": data.get("buffer_paths") or []}}  # fmt: skip
+            with self._lock:
+                if comm_id not in self._twins:
+                    self._twins[comm_id] = self._open_twin(comm_id, content, {"version": WIDGET_PROTOCOL}, update["buffers"])
 
     def __call__(self, output: Output) -> None:
         kind, content = output["msg_type"], output["content"]

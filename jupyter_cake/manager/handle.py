@@ -183,6 +183,11 @@ class Handle:
         self._refuse_if_closed()
         return engine.submit(self.remote.send_comm(msg_type, content, buffers, sink, timeout))
 
+    def comm_states(self, target_name: str, timeout: float) -> list[tuple[str, Any]]:
+        """The remote kernel's open comms of ``target_name`` and their states (RemoteSession.comm_states)."""
+        self._refuse_if_closed()
+        return engine.run(self.remote.comm_states(target_name, timeout), timeout=timeout * 4)
+
     def finish_run(self, outcome: Outcome) -> None:
         error = None
         if outcome.error:

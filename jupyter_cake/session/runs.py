@@ -103,6 +103,23 @@ class Runs(Connection):
         finally:
             self._routes.pop(msg_id, None)
 
+    async def comm_states(self, target_name: str, timeout: float) -> list[tuple[str, Output]]:
+        """The comms of ``target_name`` open in the kernel, each with its state as the widget protocol
+        gives it on request (``request_state``, answered by an ``update``): for re-creating them in a
+        frontend that attached after they were opened. [(comm id, the update message)]."""
+        msg_id = self._send(self.shell, "comm_info_request", {"target_name": target_name})
+        reply = await asyncio.wait_for(self._reply(msg_id), timeout)
+        states: list[tuple[str, Output]] = []
+        for comm_id in (reply["content"].get("comms") or {}):
+            answers: list[Output] = []
+            await self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "request_state"}}, [],
+                                 answers.append, timeout)  # fmt: skip
+            update = next((a for a in answers if a["msg_type"] == "comm_msg"
+                           and (a["content"].get("data") or {}).get("method") == "update"), None)  # fmt: skip
+            if update is not None:
+                states.append((comm_id, update))
+        return states
+
     async def _finish(self, run_id: str, route: _Route) -> Outcome:
         if not self._iopub_up.is_set():
             self._hold(run_id, route)  # sent while iopub is down: its first outputs may be lost
