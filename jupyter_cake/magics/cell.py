@@ -38,6 +38,7 @@ def run_cell(ctx: Context, options: CellOptions, cell: str) -> Any:
         assert handle is not None
         if options.push:
             push(ctx.shell, handle, options.push)
+        twins = twins_for(ctx.comm_twins, handle, idle=True)  # before the run: restoring asks the kernel
         sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
         run_id, future = handle.start_run(cell, None if options.detach else sink.put, detach=options.detach,
                                           source=_source(ctx.shell), allow_stdin=_can_ask(ctx.shell, options.detach))  # fmt: skip
@@ -47,7 +48,7 @@ def run_cell(ctx: Context, options: CellOptions, cell: str) -> Any:
             return None
         if header is not None:
             header.running(run_id, handle.interrupt)
-        relay = Relay(where=f"session {handle.id}, run {run_id}", on_comm=twins_for(ctx.comm_twins, handle))
+        relay = Relay(where=f"session {handle.id}, run {run_id}", on_comm=twins)
         try:
             outcome = follower.follow(handle, future, sink, relay, options.timeout, run_id)
         except RunTimeout:

@@ -68,7 +68,7 @@ def cmd_attach(ctx: Context, args: list[str]) -> Any:
             relay(entry)
         print(f"[cake] run {run.id} ({run.state}); its session has ended, output replayed from the journal")
     else:
-        relay.on_comm = twins_for(ctx.comm_twins, handle)
+        relay.on_comm = twins_for(ctx.comm_twins, handle, idle=False)  # the run may still be going on
         outcome = Follower().follow(handle, future, sink, relay, None, run.id)
         handle.finish_run(outcome)
     if relay.error is not None:

@@ -38,12 +38,16 @@ class CommTwins:
         self._twins: dict[str, Any] = {}
         self._lock = threading.Lock()  # runs' messages arrive on the main thread, the rest on the engine's
         handle.remote.comm_listener = self
-        self._restore()
+        self.restored = False
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
         """Twins for the widgets already alive remotely: this kernel attached after they were made (it was
-        restarted, or another notebook made them), so their views would otherwise find no model."""
+        restarted, or another notebook made them), so their views would otherwise find no model. Only
+        while no run of this kernel's is going on: the remote kernel answers between cells only."""
         try:
+            if self.handle.nanny("ping").get("state") == "busy":
+                return  # another run (a detached one, another notebook's) holds the kernel: next cell
+            self.restored = True
             states = self.handle.comm_states(WIDGET_TARGET, RESTORE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - widgets are a nicety: never fail the cell for them
             print(f"[cake] could not restore the session's widgets: {exc}")
@@ -62,7 +66,8 @@ class CommTwins:
         data, metadata, buffers = content.get("data") or {}, output.get("metadata") or {}, output.get("buffers") or []
         with self._lock:
             if kind == "comm_open":
-                self._twins[comm_id] = self._open_twin(comm_id, content, metadata, buffers)
+                if comm_id not in self._twins:  # restored already (restore and a run raced)
+                    self._twins[comm_id] = self._open_twin(comm_id, content, metadata, buffers)
                 return
             twin = self._twins.get(comm_id) if kind == "comm_msg" else self._twins.pop(comm_id, None)
         if twin is None:
@@ -112,9 +117,12 @@ class CommTwins:
             print(f"[cake] {relay.error}")  # a remote handler raised: show it as ipykernel would
 
 
-def twins_for(registry: dict[str, CommTwins], handle: Handle) -> CommTwins:
-    """The twins of ``handle``'s session in this kernel (one set per session, made on first use)."""
+def twins_for(registry: dict[str, CommTwins], handle: Handle, idle: bool) -> CommTwins:
+    """The twins of ``handle``'s session in this kernel (one set per session, made on first use). ``idle``:
+    the remote kernel runs nothing of ours now, so the live widgets can be restored first (once)."""
     twins = registry.get(handle.id)
     if twins is None or twins.handle is not handle:
         twins = registry[handle.id] = CommTwins(handle)
+    if idle and not twins.restored:
+        twins.restore()
     return twins
