@@ -135,3 +135,16 @@ def test_a_detached_runs_prompt_waits_for_attach(frontend: Frontend) -> None:
     attached = frontend.execute(f"%cake attach {run_id.group(1)}", answers=["yes"])
     assert frontend.prompts == [{"prompt": "continue? ", "password": False}]
     assert _stdout(attached).endswith("plan is yes\n")
+
+
+def test_a_remote_output_widget_captures_into_itself(frontend: Frontend) -> None:
+    """`with out: print(...)`: the remote Output widget names the request whose outputs it captures; the
+    frontend sees them under its own cell's request, so the twin names that one."""
+    msg_id = frontend.kc.execute("%%cake\nimport ipywidgets as widgets\nout = widgets.Output()\ndisplay(out)\n"
+                                 "with out:\n    print('inside the widget')")  # fmt: skip
+    cell = frontend._until_idle(msg_id, [], 60, expect_reply=True)
+    captures = [m["content"]["data"]["state"]["msg_id"] for m in cell
+                if m["msg_type"] == "comm_msg" and "msg_id" in m["content"]["data"].get("state", {})]  # fmt: skip
+    assert captures[0] == msg_id and captures[-1] == ""  # set for the `with` block, cleared after it
+    printed = [m for m in cell if m["msg_type"] == "stream" and m["content"]["text"] == "inside the widget\n"]
+    assert printed and printed[0]["parent_header"]["msg_id"] == msg_id  # what the frontend redirects

@@ -73,7 +73,7 @@ class CommTwins:
         if twin is None:
             return  # a comm opened before this kernel attached to the session
         if kind == "comm_msg":
-            twin.send(data=data, metadata=metadata, buffers=buffers)
+            twin.send(data=_local_capture(data), metadata=metadata, buffers=buffers)
         else:
             twin.close(data=data, metadata=metadata, buffers=buffers)  # close() does not call on_close
 
@@ -115,6 +115,21 @@ class CommTwins:
             relay(outputs.get_nowait())
         if relay.error is not None:
             print(f"[cake] {relay.error}")  # a remote handler raised: show it as ipykernel would
+
+
+def _local_capture(data: dict[str, Any]) -> dict[str, Any]:
+    """An ipywidgets Output widget captures the outputs of the request whose id its ``msg_id`` names; the
+    remote one names the remote run, whose outputs reach the frontend as this kernel's, under this
+    kernel's request: name that one instead (the cell's execute_request, or the frontend's comm message)."""
+    state = data.get("state") or {}
+    if not state.get("msg_id"):
+        return data
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    parent = shell.kernel.get_parent() if shell is not None and hasattr(shell, "kernel") else {}
+    local = (parent or {}).get("header", {}).get("msg_id")
+    return {**data, "state": {**state, "msg_id": local}} if local else data
 
 
 def twins_for(registry: dict[str, CommTwins], handle: Handle, idle: bool) -> CommTwins:
