@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from ide_bridge.gaps import Gaps
 from jupyter_cake.errors import CakeError, SessionGone
 from jupyter_cake.procs import pid_alive
 
@@ -312,7 +313,11 @@ class Proxy:
         self.up_iopub.setsockopt(zmq.LINGER, 0)
         self.up_iopub.setsockopt(zmq.SUBSCRIBE, b"")
         secure_client(self.up_iopub, remote)
+        # Its connection breaking means lost output: the monitor says when, and gaps.py fills them in.
+        self._iopub_monitor = self.up_iopub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.up_iopub.connect(_url(remote, "iopub_port"))
+        self.gaps = Gaps(lambda run_id, since: handle.nanny("journal", run_id=run_id, since=since), self._workers,
+                         self._forward_held, self._send_front)  # fmt: skip
         _quiet_engine_iopub(handle)
         self._sync()
 
@@ -358,6 +363,7 @@ class Proxy:
             handlers[up] = self._make_forward_out(up, front, channel)
         handlers[self.up_iopub] = self._forward_iopub
         handlers[self.front_iopub] = self._on_subscription
+        handlers[self._iopub_monitor] = self._on_iopub_event
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         self._upstream_sockets = [*self.up.values(), self.up_iopub]
@@ -366,13 +372,15 @@ class Proxy:
         next_tick = time.monotonic() + TICK_S
         liveness: concurrent.futures.Future[Any] | None = None
         while True:
-            timeout = 10 if self._pending else int(TICK_S * 1000)
+            timeout = 10 if self._pending or self.gaps.busy else int(TICK_S * 1000)
             for sock, _ in poller.poll(timeout):
                 outcome = handlers[sock]()
                 if outcome is not None:
                     return outcome
             if self._pending:
                 self._settle_pending()
+            if self.gaps.runs:
+                self.gaps.settle()
             now = time.monotonic()
             if now < next_tick:
                 continue
@@ -408,6 +416,7 @@ class Proxy:
                 if track and b"execute_request" in header:
                     parsed = json.loads(header)
                     self._inflight[parsed["msg_id"]] = ([f.bytes for f in frames[:i]], parsed)
+                    self.gaps.started([f.bytes for f in frames[:i]], parsed)
                 frames[i + 1] = self.remote_signer.sign(parts)
                 dst.send_multipart(frames, copy=False)
             return None
@@ -428,7 +437,9 @@ class Proxy:
                     self._bad_signature("the remote kernel")
                     continue
                 if track and inflight and b"execute_reply" in parts[0].bytes:
-                    inflight.pop(json.loads(parts[1].bytes).get("msg_id", ""), None)
+                    run_id = json.loads(parts[1].bytes).get("msg_id", "")
+                    inflight.pop(run_id, None)
+                    self.gaps.replied(run_id)
                 frames[i + 1] = self.front_signer.sign(parts)
                 dst.send_multipart(frames, copy=False)
 
@@ -445,8 +456,40 @@ class Proxy:
             if not self.remote_signer.verify(frames[i + 1].bytes, parts):
                 self._bad_signature("the remote kernel's iopub")
                 continue
+            if self.gaps.runs and not self.gaps.iopub(frames, parts):
+                continue  # held while a gap is filled, or delivered from the journal already
             frames[i + 1] = self.front_signer.sign(parts)
             dst.send_multipart(frames, copy=False)
+
+    def _forward_held(self, frames: list[Any]) -> None:
+        """A held iopub message (verified when it arrived), once its gap is filled."""
+        i = _delimiter(frames)
+        frames[i + 1] = self.front_signer.sign(frames[i + 2 : i + 6])
+        self.front_iopub.send_multipart(frames, copy=False)
+
+    def _send_front(self, channel: str, msg_type: str, content: dict[str, Any], parent: dict[str, Any],
+                    metadata: dict[str, Any], buffers: list[Any], idents: list[bytes] | None = None) -> None:  # fmt: skip
+        """A message the proxy writes to the frontend itself (from the journal, after a gap)."""
+        sock = self.front_iopub if channel == "iopub" else self.front[channel]
+        ident = idents if channel != "iopub" else [f"kernel.cake.{msg_type}".encode()]
+        self.session.send(sock, msg_type, content, parent=parent, metadata=metadata, buffers=buffers or None, ident=ident)
+
+    def _close_iopub_monitor(self) -> None:
+        monitor, self._iopub_monitor = getattr(self, "_iopub_monitor", None), None
+        if monitor is not None:
+            if getattr(self, "_poller", None) is not None:
+                self._poller.unregister(monitor)
+            self.up_iopub.disable_monitor()
+            monitor.close(linger=0)
+
+    def _on_iopub_event(self) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        event = parse_monitor_message(self._iopub_monitor.recv_multipart())["event"]
+        if event == zmq.EVENT_DISCONNECTED:
+            self.gaps.disconnected()
+        elif event == zmq.EVENT_CONNECTED:
+            self.gaps.connected()
 
     def _on_subscription(self) -> None:
         """XPUB: a frontend subscribed. Answer like ipykernel 7 does (an ``iopub_welcome``), so clients that
@@ -546,6 +589,8 @@ class Proxy:
         self.gone = True
         log(self._gone_reason())
         log("This kernel now answers every execution with that error. Restart the kernel to start a new session.")
+        self.gaps.runs.clear()
+        self._close_iopub_monitor()
         for sock in self._upstream_sockets:
             self._poller.unregister(sock)
             sock.close(linger=0)
@@ -600,6 +645,7 @@ class Proxy:
         stop.close(linger=0)
         for sock in [*self.front.values(), self.front_iopub]:
             sock.close()  # LINGER 1 s: the shutdown_reply still reaches the frontend
+        self._close_iopub_monitor()
         for sock in getattr(self, "_upstream_sockets", []):
             sock.close(linger=0)
         self.ctx.term()

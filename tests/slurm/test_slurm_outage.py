@@ -209,3 +209,40 @@ def test_ctrl_c_while_reconnecting_stops_waiting_and_keeps_the_session(outage: O
             assert _job_state(job) == "RUNNING"
         assert text(nb.run("%%cake\nprint(kept + 1)", timeout=60)) == "42\n"
         nb.run("%cake down")
+
+
+def test_an_ide_kernel_loses_no_output_in_a_drop(outage: Outage, tmp_path: Path) -> None:
+    """The same drop under a cell of an IDE kernel (a Cake kernelspec that jupyter_client launches, as
+    PyCharm and JupyterLab do): the proxy relays iopub frames itself, so it fills its own gap from the
+    journal. Every line arrives exactly once and in order, and the cell ends ok."""
+    from jupyter_client import KernelManager
+
+    name = "outage-ide"
+    with environment(JUPYTER_DATA_DIR=str(tmp_path / "jupyter")):
+        installed = cake_cli("kernel", "install", "hpc-outage", "--name", name)
+        assert installed.returncode == 0, installed.stderr
+        km = KernelManager(kernel_name=name)
+        km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=180)
+            [row] = [r for r in _store().sessions(live_only=True) if r.name == name]
+            with outage.during(1.0, 1.5, row.id):
+                msg_id = kc.execute(TWELVE_LINES.removeprefix("%%cake\n"))
+                lines, state = "", "busy"
+                while state != "idle":
+                    msg = kc.get_iopub_msg(timeout=60)
+                    if msg["parent_header"].get("msg_id") != msg_id:
+                        continue
+                    if msg["msg_type"] == "stream":
+                        lines += msg["content"]["text"]
+                    elif msg["msg_type"] == "status":
+                        state = msg["content"]["execution_state"]
+            while (reply := kc.get_shell_msg(timeout=30))["parent_header"].get("msg_id") != msg_id:
+                pass  # wait_for_ready's kernel_info replies come first
+            assert lines == EXPECTED  # before, the proxy relayed lines 0-3 and 7-11 and said it was done
+            assert reply["content"]["status"] == "ok"
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
