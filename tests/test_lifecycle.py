@@ -75,6 +75,7 @@ def test_bad_input_gives_one_clear_error_and_leaves_nothing_running(fresh_notebo
     nb.fails_with("%%cake\nprint('hi')", "No Cake session yet", "%cake use local")
     nb.fails_with("%cake use slrum/hpc/gpu", "slrum", "slurm")
     nb.fails_with("%cake use local --gpus H100:x", "H100:x")
+    nb.fails_with("%cake use local --image python:3.11", "--image python:3.11 can't be honoured on local", "k8s/<context>")
     # This machine has no SkyPilot (tests/sky has).
     nb.fails_with("%cake use aws/us-east-1 --gpus A100:1", "goes through SkyPilot, which is not installed here", "CAKE_SKY_PYTHON")
 

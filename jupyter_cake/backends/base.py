@@ -140,6 +140,9 @@ class Backend(abc.ABC):
     # Whether the nanny this backend starts runs add-on services beside the kernel (NodePlan: the
     # nanny's --service arguments, and batch lines where the backend writes a batch script).
     runs_node_services: ClassVar[bool] = False
+    # Whether the session runs in the container image a target names (--image); where it can't, --image
+    # is refused rather than silently ignored.
+    runs_images: ClassVar[bool] = False
 
     def intent(self, target: Target, session_dir: Path) -> dict[str, Any]:
         """What will identify this session's allocation, known before ``allocate`` holds anything (a

@@ -34,9 +34,21 @@ def preflight(target: Target) -> None:
     backend is installed and, where the backend has one, its own preflight passes (e.g. SkyPilot found).
     Front doors that record a target for later (IDE kernelspecs) call this so a typo fails at once."""
     backend = get_backend(target.backend_name)
+    refuse_unsupported(target, backend)
     check = getattr(backend, "preflight", None)
     if check is not None:
         check(target)
+
+
+def refuse_unsupported(target: Target, backend: Backend) -> None:
+    """Options the target's backend would ignore: one clear error instead of a session that quietly is
+    not what was asked for."""
+    if target.image is not None and not backend.runs_images:
+        raise CakeError(
+            f"--image {target.image} can't be honoured on {target.infra}: the {backend.name} backend runs the "
+            "target's own Python (set `python` in targets.toml to choose it), not a container image. Targets "
+            "that run an image: k8s/<context> and SkyPilot's clouds (aws, gcp, azure, ...). Drop --image here."
+        )
 
 
 def _write_private_json(path: Path, data: dict[str, Any]) -> None:
@@ -91,6 +103,7 @@ class Starting(CakeState):
         name = name or target.name or target.canonical()
         owner = default_owner() if owner is None else owner
         backend = get_backend(target.backend_name)  # fails early for unavailable infra
+        refuse_unsupported(target, backend)
         for addon in addons_for(target):  # say so before allocating anything
             addon.check(target, backend)
         if timeout is None:

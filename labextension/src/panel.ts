@@ -240,7 +240,8 @@ export class CakePanel extends Widget {
         numbers.push(s.ping.state === 'busy' ? 'autostop paused' : `autostop in ${ago(s.ping.idle_minutes * 60 - idle)}`);
       }
     }
-    if (s.price_per_hour) {
+    if (s.price_per_hour !== null && s.price_per_hour !== undefined) {
+      // A free allocation ($0, an on-prem pool SkyPilot knows the price of) is shown too: it is a price.
       const hours = (t - s.created) / 3600;
       numbers.push(`$${s.price_per_hour.toFixed(2)}/h, $${(s.price_per_hour * hours).toFixed(2)} so far`);
     }

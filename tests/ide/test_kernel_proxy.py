@@ -310,3 +310,23 @@ def test_keep_policy_reattaches_and_a_session_ending_under_the_kernel_is_explain
     assert [r.id for r in sessions(name)] == [fresh.id]
     assert cake("down", fresh.id, env=ide_env).returncode == 0
     assert cake("kernel", "remove", name, env=ide_env).returncode == 0
+
+
+def test_completion_and_inspection_answer_from_the_remote_namespace(cake_kernel: str) -> None:
+    """What an IDE asks while the user types (Tab, Shift+Tab): answered by the remote kernel, so names
+    that exist only there complete and show their docs."""
+    km, kc = start(cake_kernel)
+    try:
+        execute(kc, "import os\ndef remote_only_helper(x):\n    '''Scales x for the remote job.'''\n    return x\n"
+                    "remote_pid = os.getpid()")  # fmt: skip
+        code = "remote_only_h"
+        reply = kc.complete(code, len(code), reply=True, timeout=30)["content"]
+        assert reply["status"] == "ok" and "remote_only_helper" in reply["matches"], reply
+        assert (reply["cursor_start"], reply["cursor_end"]) == (0, len(code))
+        inspected = kc.inspect("remote_only_helper", len("remote_only_helper"), reply=True, timeout=30)["content"]
+        assert inspected["found"] and "Scales x for the remote job." in inspected["data"]["text/plain"], inspected
+        _, outputs = execute(kc, "print(remote_pid == os.getpid(), remote_pid != %d)" % os.getpid())
+        assert stdout(outputs) == "True True\n"  # the namespace asked is the remote kernel's
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)

@@ -60,6 +60,7 @@ RELEASE_STOP_WAIT_S = 3.0  # how long release waits for a stopping nanny's conta
 
 class KubernetesBackend(Backend):
     name = "kubernetes"
+    runs_images = True  # the Pod's container image
 
     def __init__(self) -> None:
         self._clusters: dict[tuple[str, str, str], Cluster] = {}

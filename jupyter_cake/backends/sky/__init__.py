@@ -49,6 +49,7 @@ class PinnedChannel(SlurmChannel):
 class SkyBackend(Backend):
     name = "sky"
     start_timeout = LAUNCH_TIMEOUT_S
+    runs_images = True  # SkyPilot's image_id (docker:IMAGE where the infra takes one)
 
     @staticmethod
     def _python(target: Target | None = None, data: dict[str, Any] | None = None) -> str:
