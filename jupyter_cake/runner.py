@@ -343,8 +343,10 @@ def run(request: RunRequest) -> int:
         code = jobs.remote_code(spec, comment)
     else:
         code = remote_code(spec, comment)
-    run_id, future = handle.start_run(code, None if request.detach else outputs.put, detach=request.detach,
-                                      source=comment, allow_stdin=not request.detach and sys.stdin.isatty())  # fmt: skip
+    # No allow_stdin: the script runs as a child process of the kernel, whose stdin is not the kernel's
+    # stdin channel (input() in it ends at EOF, as in a batch job).
+    run_id, future = handle.start_run(code, None if request.detach else outputs.put,
+                                      detach=request.detach, source=comment)  # fmt: skip
     if request.detach:
         future.result()
         print(run_id)
@@ -440,12 +442,9 @@ def _raise_interrupt(*_: Any) -> None:
 
 def _write(output: dict[str, Any]) -> dict[str, Any] | None:
     """Stream text to the terminal; the remote half's own errors (it could not unpack, say) to stderr."""
-    from jupyter_cake.relay import answer_prompt, journal_text
+    from jupyter_cake.relay import journal_text
 
     kind, content = output["msg_type"], output["content"]
-    if kind == "input_request":  # the script called input() (or getpass, pdb): the terminal answers
-        answer_prompt(output)
-        return None
     if kind == "stream":
         stream = sys.stderr if content.get("name") == "stderr" else sys.stdout
         stream.write(content.get("text", ""))
