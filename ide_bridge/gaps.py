@@ -39,7 +39,7 @@ class _Run:
     parent: dict[str, Any]  # the frontend's execute_request header
     seq: int = 0  # journaled messages of the run delivered to the frontend
     seen: set[str] = field(default_factory=set)  # their msg_ids (live or from the journal)
-    held: list[tuple[list[Any], dict[str, Any]]] | None = None  # (frames, header) while a gap is open
+    held: list[tuple[list[Any], list[Any], dict[str, Any]]] | None = None  # (frames, parts, header) in a gap
     fetch: concurrent.futures.Future[Any] | None = None
     next_fetch: float = 0.0
     replied: bool = False
@@ -75,7 +75,7 @@ class Gaps:
             return True
         header = json.loads(parts[0].bytes)
         if run.held is not None:
-            run.held.append((frames, header))
+            run.held.append((frames, parts, header))
             return False
         return self._live(run_id, run, header, parts)
 
@@ -152,14 +152,13 @@ class Gaps:
 
     @staticmethod
     def _caught_up(run: _Run) -> bool:
-        first = next((h for _, h in run.held or () if h["msg_type"] in JOURNALED_TYPES), None)
+        first = next((h for _, _, h in run.held or () if h["msg_type"] in JOURNALED_TYPES), None)
         return first is not None and first["msg_id"] in run.seen
 
     def _release(self, run_id: str, run: _Run) -> None:
         held, run.held = run.held or [], None
-        for frames, header in held:
-            i = next(n for n, f in enumerate(frames) if f.bytes == b"<IDS|MSG>")
-            if self._live(run_id, run, header, frames[i + 2 : i + 6]):
+        for frames, parts, header in held:
+            if self._live(run_id, run, header, parts):
                 self._forward(frames)
 
     def _finish(self, run_id: str, run: _Run) -> None:

@@ -414,9 +414,9 @@ class Proxy:
                         return outcome
                     continue
                 if track and b"execute_request" in header:
-                    parsed = json.loads(header)
-                    self._inflight[parsed["msg_id"]] = ([f.bytes for f in frames[:i]], parsed)
-                    self.gaps.started([f.bytes for f in frames[:i]], parsed)
+                    parsed, idents = json.loads(header), [f.bytes for f in frames[:i]]
+                    self._inflight[parsed["msg_id"]] = (idents, parsed)
+                    self.gaps.started(idents, parsed)
                 frames[i + 1] = self.remote_signer.sign(parts)
                 dst.send_multipart(frames, copy=False)
             return None

@@ -21,7 +21,6 @@ under its name rewrites it with the current argv.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -93,17 +92,12 @@ def split_env(tokens: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return rest, env
 
 
-def _env_file(name: str) -> Path:
-    from jupyter_cake.store import private_dir
-
-    return private_dir(data_dir() / "kernels") / f"{name}.env.json"
-
-
 def _save_env(name: str, env: dict[str, str]) -> Path:
-    path = _env_file(name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(env, handle)
+    """The kernelspec's --env values in a 0600 file of Cake's data dir (0700); returns its path."""
+    from jupyter_cake.store import private_dir, write_private_json
+
+    path = private_dir(data_dir() / "kernels") / f"{name}.env.json"
+    write_private_json(path, env)
     return path
 
 

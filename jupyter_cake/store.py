@@ -310,14 +310,19 @@ def _private_file(path: Path) -> None:
             pass
 
 
+def write_private_json(path: Path, data: Any) -> None:
+    """``data`` as JSON in ``path``, readable by this user only (0600 from its creation): session keys,
+    --env values."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+
+
 def save_session_env(session_dir: Path, target: Target) -> None:
     """Keep ``target``'s --env values in its session directory (0600), the one place they are written:
     re-attaching needs the whole target (a later ``%%cake --ray`` starts a copy of it with the values)."""
-    if not target.env:
-        return
-    fd = os.open(session_dir / SESSION_ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(target.env_dict(), handle)
+    if target.env:
+        write_private_json(session_dir / SESSION_ENV_FILE, target.env_dict())
 
 
 def session_target(row: SessionRow) -> Target:

@@ -114,6 +114,24 @@ def kill_starting(name: str, started: Callable[[Any], bool], *args: str, cwd: Pa
 
 
 @contextlib.contextmanager
+def kernel_from_spec(name: str, ready_timeout: float = 120) -> Iterator[Any]:
+    """A kernel started from kernelspec ``name`` as PyCharm and JupyterLab start one (jupyter_client): its
+    client, once the kernel answers; shut down as a frontend does when the block ends."""
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=ready_timeout)
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+@contextlib.contextmanager
 def background(work: Callable[[], object]) -> Iterator[None]:
     """Run ``work`` in a thread while the body runs (a fault injected under a running cell); joined after."""
     thread = threading.Thread(target=work, daemon=True)

@@ -18,7 +18,9 @@ from jupyter_cake.manager.handle import Handle
 from jupyter_cake.manager.state import CONNECTION_FILE, CakeState
 from jupyter_cake.procs import pid_alive, process_start_time
 from jupyter_cake.session import RemoteSession
-from jupyter_cake.store import SessionRow, new_id, private_dir, save_session_env, session_target, sessions_root
+from jupyter_cake.store import (
+    SessionRow, new_id, private_dir, save_session_env, session_target, sessions_root, write_private_json,
+)  # fmt: skip
 from jupyter_cake.targets import Target
 
 REATTACH_TIMEOUT_S = 10.0
@@ -49,12 +51,6 @@ def refuse_unsupported(target: Target, backend: Backend) -> None:
             "target's own Python (set `python` in targets.toml to choose it), not a container image. Targets "
             "that run an image: k8s/<context> and SkyPilot's clouds (aws, gcp, azure, ...). Drop --image here."
         )
-
-
-def _write_private_json(path: Path, data: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
 
 
 # In a starting session's allocation data: the process starting it ({pid, host, since}), or None once
@@ -156,7 +152,7 @@ class Starting(CakeState):
                 self.store.update_session(session_id, price_per_hour=row.price_per_hour)
             row.allocation = json.dumps(allocation.data)
             self.store.update_session(session_id, allocation=row.allocation)
-            _write_private_json(session_dir / CONNECTION_FILE, info.to_report())
+            write_private_json(session_dir / CONNECTION_FILE, info.to_report())
             handle = self._open(row, target, backend, allocation, info, timeout)
             for addon in addons_for(target):  # e.g. the Ray head, booting beside the kernel
                 addon.ready(handle, progress)

@@ -118,9 +118,7 @@ def test_env_values_stay_out_of_the_kernelspec_and_reach_the_kernel(ide_env: dic
     import secrets
     import stat
 
-    from jupyter_client import KernelManager
-
-    from helpers import files_containing
+    from helpers import files_containing, kernel_from_spec
 
     secret = "s3cr3t-" + secrets.token_hex(12)
     name = "cake-test-env"
@@ -133,12 +131,7 @@ def test_env_values_stay_out_of_the_kernelspec_and_reach_the_kernel(ide_env: dic
     assert secret not in cake("kernel", "list", env=ide_env).stdout
 
     seen: list[dict] = []
-    km = KernelManager(kernel_name=name)
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=120)
+    with kernel_from_spec(name) as kc:
         reply = kc.execute_interactive("import os; print(os.environ['CAKE_TEST_SECRET'][::-1])", timeout=60,
                                        output_hook=lambda msg: seen.append(msg))  # fmt: skip
         assert reply["content"]["status"] == "ok"
@@ -148,9 +141,6 @@ def test_env_values_stay_out_of_the_kernelspec_and_reach_the_kernel(ide_env: dic
         # In Cake's files too, only 0600 files hold it: the kernelspec's env file and the session's.
         holders = files_containing(cake_data_dir, secret.encode())
         assert env_file in holders and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in holders), holders
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
     assert cake("kernel", "remove", name, env=ide_env).returncode == 0
     assert not env_file.exists()  # removing the kernelspec removes its values
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_util import ARTIFACTS, CHROMIUM, Lab, lab_server
+from lab_util import ARTIFACTS, CHROMIUM, LABEXTENSION, Lab, lab_server
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +43,10 @@ def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def built_labextension() -> None:
+    """For the browser tests: the side panel must be built (tools/test.sh builds it from labextension/)."""
+    if not (LABEXTENSION / "package.json").exists():
+        pytest.fail("the labextension is not built: cd labextension && npm ci && npm run build:prod (tools/test.sh does it)")

@@ -61,6 +61,15 @@ class Lab:
             return status, text.decode(errors="replace")
 
 
+def write_notebook(root: Path, name: str, cells: Sequence[str]) -> str:
+    """A notebook of code ``cells`` (Python 3 kernel) at ``root / name``, for the browser to open; its name."""
+    code = [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [], "execution_count": None} for c in cells]
+    nb = {"cells": code, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+    (root / name).write_text(json.dumps(nb))
+    return name
+
+
 def _private_dirs(root: Path, extension_enabled: bool) -> dict[str, str]:
     data, config, runtime, settings = (root / n for n in ("data", "config", "runtime", "settings"))
     for path in (data / "labextensions", config, runtime):

@@ -3,36 +3,23 @@ with its run header, cancel from the panel; and the panel's error state without 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_util import LABEXTENSION, Lab, lab_server
+from lab_util import Lab, lab_server, write_notebook
 
 from jupyter_cake.store import Store
 
+pytestmark = pytest.mark.usefixtures("built_labextension")  # the side panel, built by tools/test.sh
 
-
-@pytest.fixture(autouse=True)
-def built_labextension() -> None:
-    if not (LABEXTENSION / "package.json").exists():
-        pytest.fail("the labextension is not built: cd labextension && npm ci && npm run build:prod (tools/test.sh does it)")
 
 CELLS = [
     "%load_ext jupyter_cake\n%cake use local",
     "%%cake\nimport time\nfor i in range(120):\n    print('tick', i, flush=True)\n    time.sleep(0.25)",
 ]
-
-
-def _notebook(lab: Lab) -> str:
-    cells = [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [], "execution_count": None} for c in CELLS]
-    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
-    (lab.root / "demo.ipynb").write_text(json.dumps(nb))
-    return "demo.ipynb"
 
 
 def _open_panel(page: Any) -> Any:
@@ -43,7 +30,7 @@ def _open_panel(page: Any) -> Any:
 
 
 def test_panel_session_run_live_output_and_cancel(lab: Lab, page: Any, artifacts: Path) -> None:
-    name = _notebook(lab)
+    name = write_notebook(lab.root, "demo.ipynb", CELLS)
     page.goto(lab.url(f"lab/tree/{name}?reset&token={lab.token}"))
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Notebook").first.wait_for()

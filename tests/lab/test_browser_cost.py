@@ -8,17 +8,13 @@ from typing import Any
 
 import pytest
 from helpers import cake_cli
-from lab_util import LABEXTENSION, Lab
+from lab_util import Lab
 
 from jupyter_cake.manager import Cake
 from jupyter_cake.store import Store
 from jupyter_cake.targets import parse_target
 
-
-@pytest.fixture(autouse=True)
-def built_labextension() -> None:
-    if not (LABEXTENSION / "package.json").exists():
-        pytest.fail("the labextension is not built: cd labextension && npm ci && npm run build:prod (tools/test.sh does it)")
+pytestmark = pytest.mark.usefixtures("built_labextension")  # the side panel, built by tools/test.sh
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ by a `%%cake` cell renders, moving it with the keyboard changes the remote value
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_util import LABEXTENSION, Lab
+from lab_util import Lab, write_notebook
+
+pytestmark = pytest.mark.usefixtures("built_labextension")  # the side panel, built by tools/test.sh
+
 
 CELLS = [
     "%load_ext jupyter_cake\n%cake use local --name lab-widgets --new",
@@ -22,20 +24,6 @@ CELLS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def built_labextension() -> None:
-    if not (LABEXTENSION / "package.json").exists():
-        pytest.fail("the labextension is not built: cd labextension && npm ci && npm run build:prod (tools/test.sh does it)")
-
-
-def _notebook(lab: Lab) -> str:
-    cells = [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [], "execution_count": None} for c in CELLS]
-    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
-    (lab.root / "widgets.ipynb").write_text(json.dumps(nb))
-    return "widgets.ipynb"
-
-
 def _run_cell(page: Any, index: int) -> Any:
     """Run cell ``index`` as a user does (click into it, Shift+Enter); returns its output area."""
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
@@ -45,7 +33,8 @@ def _run_cell(page: Any, index: int) -> Any:
 
 
 def test_remote_slider_progress_bar_and_prompt_in_jupyterlab(lab: Lab, page: Any, artifacts: Path) -> None:
-    page.goto(lab.url(f"lab/tree/{_notebook(lab)}?reset&token={lab.token}"))
+    name = write_notebook(lab.root, "widgets.ipynb", CELLS)
+    page.goto(lab.url(f"lab/tree/{name}?reset&token={lab.token}"))
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
     # The kernel is connected and idle (the status bar can say idle before the notebook's kernel
     # connection is up, and a cell run then is dropped).

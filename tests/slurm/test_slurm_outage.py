@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Notebook, background, cake_cli, environment, open_notebook, text
+from helpers import Notebook, background, cake_cli, environment, kernel_from_spec, open_notebook, text
 from slurm_jobs import SSH_CONFIG
 
 from jupyter_cake.ssh import control_path
@@ -215,34 +215,15 @@ def test_an_ide_kernel_loses_no_output_in_a_drop(outage: Outage, tmp_path: Path)
     """The same drop under a cell of an IDE kernel (a Cake kernelspec that jupyter_client launches, as
     PyCharm and JupyterLab do): the proxy relays iopub frames itself, so it fills its own gap from the
     journal. Every line arrives exactly once and in order, and the cell ends ok."""
-    from jupyter_client import KernelManager
-
     name = "outage-ide"
     with environment(JUPYTER_DATA_DIR=str(tmp_path / "jupyter")):
         installed = cake_cli("kernel", "install", "hpc-outage", "--name", name)
         assert installed.returncode == 0, installed.stderr
-        km = KernelManager(kernel_name=name)
-        km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=180)
+        with kernel_from_spec(name, ready_timeout=180) as kc:
             [row] = [r for r in _store().sessions(live_only=True) if r.name == name]
+            streams: list[str] = []
             with outage.during(1.0, 1.5, row.id):
-                msg_id = kc.execute(TWELVE_LINES.removeprefix("%%cake\n"))
-                lines, state = "", "busy"
-                while state != "idle":
-                    msg = kc.get_iopub_msg(timeout=60)
-                    if msg["parent_header"].get("msg_id") != msg_id:
-                        continue
-                    if msg["msg_type"] == "stream":
-                        lines += msg["content"]["text"]
-                    elif msg["msg_type"] == "status":
-                        state = msg["content"]["execution_state"]
-            while (reply := kc.get_shell_msg(timeout=30))["parent_header"].get("msg_id") != msg_id:
-                pass  # wait_for_ready's kernel_info replies come first
-            assert lines == EXPECTED  # before, the proxy relayed lines 0-3 and 7-11 and said it was done
-            assert reply["content"]["status"] == "ok"
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=False)
+                reply = kc.execute_interactive(TWELVE_LINES.removeprefix("%%cake\n"), timeout=90,
+                                               output_hook=lambda m: streams.append(m["content"].get("text", "")))  # fmt: skip
+            # Before, the proxy relayed lines 0-3 and 7-11, and the cell never ended.
+            assert "".join(streams) == EXPECTED and reply["content"]["status"] == "ok"
